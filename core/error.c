@@ -34,6 +34,13 @@ hc_error(int err, const char *domain, const char *fmt, ...)
     return err;
 }
 
+int
+hc_error_restore(int err, const char *msg)
+{
+    snprintf(last, sizeof(last), "%s", msg ? msg : "");
+    return err;
+}
+
 void
 hc_error_clear(void)
 {

@@ -23,6 +23,10 @@ int hc_error(int err, const char *domain, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
 int hc_verror(int err, const char *domain, const char *fmt, va_list ap);
 
+/* Sets the calling thread's message to msg exactly (no domain added) and returns err: for
+ * passing a reason saved from another thread or from before a cleanup step. */
+int hc_error_restore(int err, const char *msg);
+
 /* Clears the calling thread's message. */
 void hc_error_clear(void);
 
