@@ -1,0 +1,370 @@
+#!/usr/bin/python3
+"""End-to-end tests of the `hc` command against independent references.
+
+Images are read and written with PIL and resized with OpenCV (Debian's python3-opencv), so
+neither our decoder nor our encoder nor our resize is in the reference path. Run by ctest as
+`hc_test.py NAME`; every test is runnable by name. Exit 77 = skipped.
+"""
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+
+try:
+    import cv2
+    import numpy as np
+    from PIL import Image
+except ImportError as e:  # pragma: no cover - depends on the machine
+    print(f"skip: needs /usr/bin/python3 with cv2, numpy, PIL ({e})", file=sys.stderr)
+    sys.exit(77)
+
+BUILD = os.environ.get("HC_BUILD_DIR", "build")
+HC = os.path.join(BUILD, "bin", "hc")
+MATE = "/usr/share/backgrounds/mate"
+TMP = None
+
+
+def fail(msg):
+    print(f"FAIL: {msg}", file=sys.stderr)
+    sys.exit(1)
+
+
+def hc(*args, check=True):
+    p = subprocess.run([HC, *map(str, args)], capture_output=True, text=True, timeout=600)
+    if check and p.returncode != 0:
+        fail(f"hc {' '.join(map(str, args))} exited {p.returncode}: {p.stderr.strip()}")
+    return p
+
+
+def save_png(arr, path):
+    """Writes arr (H,W[,C], uint8 or uint16) with PIL, channels in RGB(A) order."""
+    if arr.dtype == np.uint16:
+        if arr.ndim == 2:
+            Image.fromarray(arr.astype(np.uint16), mode="I;16").save(path)
+            return
+        # PIL cannot write 16-bit colour PNGs: OpenCV can (BGR order), and it is not our code.
+        out = arr.copy()
+        if arr.shape[2] >= 3:
+            out[..., :3] = arr[..., 2::-1]
+        cv2.imwrite(path, out)
+        return
+    mode = {1: "L", 2: "LA", 3: "RGB", 4: "RGBA"}[1 if arr.ndim == 2 else arr.shape[2]]
+    Image.fromarray(arr, mode=mode).save(path)
+
+
+def load_png(path):
+    """Reads a PNG to an array in RGB(A) order without our decoder."""
+    im = Image.open(path)
+    if im.mode in ("I;16", "I;16B", "I"):
+        return np.array(im).astype(np.uint16)
+    if im.mode in ("L", "LA", "RGB", "RGBA"):
+        return np.array(im)
+    a = cv2.imread(path, cv2.IMREAD_UNCHANGED)  # 16-bit colour
+    if a is None:
+        fail(f"cannot read {path}")
+    if a.ndim == 3 and a.shape[2] >= 3:
+        a = a.copy()
+        a[..., :3] = a[..., 2::-1]
+    return a
+
+
+def cv_resize(arr, scale):
+    h, w = arr.shape[:2]
+    out = cv2.resize(arr, (w * scale, h * scale), interpolation=cv2.INTER_CUBIC)
+    if arr.ndim == 3 and out.ndim == 2:  # OpenCV drops a trailing 1-channel axis
+        out = out[..., None]
+    return out
+
+
+def compare(ours, ref, scale, what):
+    if ours.shape != ref.shape:
+        fail(f"{what}: shape {ours.shape} != reference {ref.shape}")
+    diff = np.abs(ours.astype(np.int64) - ref.astype(np.int64))
+    same = float(np.mean(diff == 0))
+    if scale in (2, 4) or scale == 1:
+        if diff.max() != 0:
+            idx = np.unravel_index(np.argmax(diff), diff.shape)
+            fail(f"{what}: x{scale} differs from OpenCV at {idx}: ours {ours[idx]} cv2 {ref[idx]} "
+                 f"({(1 - same) * 100:.4f}% of samples differ)")
+    else:
+        if diff.max() > 1 or same < 0.999:
+            fail(f"{what}: x{scale} max diff {diff.max()}, identical {same * 100:.4f}% "
+                 "(need <= 1 and >= 99.9%)")
+    print(f"ok {what} x{scale}: max diff {diff.max()}, identical {same * 100:.4f}%")
+
+
+def random_image(rng, h, w, ch, depth):
+    hi = 256 if depth == 8 else 65536
+    dtype = np.uint8 if depth == 8 else np.uint16
+    shape = (h, w) if ch == 1 else (h, w, ch)
+    a = rng.integers(0, hi, size=shape, dtype=np.int64).astype(dtype)
+    # Smooth regions and hard edges as well as noise: saturation and rounding get exercised.
+    a[: h // 3] = (hi - 1) if depth == 8 else (hi - 1)
+    a[h // 3: h // 2, : w // 2] = 0
+    return a
+
+
+def t_opencv_random():
+    """Random images of odd sizes, every channel layout, 8 and 16 bit, x2 x3 x4."""
+    rng = np.random.default_rng(1234)
+    sizes = [(1, 1), (1, 7), (5, 1), (3, 3), (17, 13), (61, 37), (127, 201)]
+    for depth in (8, 16):
+        for ch in (1, 2, 3, 4):
+            if depth == 16 and ch == 2:
+                continue  # neither PIL nor OpenCV writes 16-bit gray+alpha PNG
+            for (h, w) in sizes:
+                src = random_image(rng, h, w, ch, depth)
+                inp = os.path.join(TMP, f"r_{depth}_{ch}_{h}x{w}.png")
+                save_png(src, inp)
+                for scale in (2, 3, 4):
+                    out = os.path.join(TMP, f"o_{depth}_{ch}_{h}x{w}_{scale}.png")
+                    hc("upscale", inp, out, "--scale", scale, "-q")
+                    ours = load_png(out)
+                    ref = cv_resize(src, scale)
+                    if ours.ndim == 3 and ref.ndim == 2:
+                        ref = ref[..., None]
+                    if ref.ndim == 3 and ours.ndim == 2:
+                        ours = ours[..., None]
+                    compare(ours, ref, scale, f"random {h}x{w} {ch}ch {depth}-bit")
+
+
+def mate_photo(name):
+    path = os.path.join(MATE, name)
+    if not os.path.exists(path):
+        print(f"skip: {path} missing (apt-get install mate-backgrounds)", file=sys.stderr)
+        sys.exit(77)
+    return path
+
+
+def t_opencv_photos():
+    """Real photos (mate-backgrounds), decoded by PIL into PNG so nothing lossy sits between."""
+    for name, crop, scales in (("nature/Storm.jpg", None, (2,)),
+                               ("abstract/Elephants_3840x2160.jpg", (1000, 600, 1600, 1000), (2, 3, 4)),
+                               ("nature/Storm.jpg", (0, 0, 640, 400), (4,))):
+        path = os.path.join(MATE, name)
+        if not os.path.exists(path):
+            cands = sorted(os.listdir(os.path.join(MATE, "nature"))) if os.path.isdir(
+                os.path.join(MATE, "nature")) else []
+            if not cands:
+                mate_photo(name)
+            path = os.path.join(MATE, "nature", cands[0])
+        im = Image.open(path).convert("RGB")
+        if crop:
+            im = im.crop(crop)
+        src = np.array(im)
+        inp = os.path.join(TMP, "photo.png")
+        im.save(inp)
+        for scale in scales:
+            out = os.path.join(TMP, f"photo_x{scale}.png")
+            hc("upscale", inp, out, "--scale", scale, "-q")
+            compare(load_png(out), cv_resize(src, scale), scale,
+                    f"{os.path.basename(path)} {src.shape[1]}x{src.shape[0]}")
+            os.unlink(out)
+
+
+def t_tiled_equals_untiled():
+    """--tile N (1..512, smaller than the halo, wider than the image) == untiled, bytes."""
+    rng = np.random.default_rng(99)
+    cases = [(37, 23, 3), (9, 70, 1), (130, 97, 4)]
+    tiles = [1, 2, 3, 4, 5, 7, 16, 17, 31, 64, 100, 255, 256, 511, 512]
+    for (h, w, ch) in cases:
+        src = random_image(rng, h, w, ch, 8)
+        inp = os.path.join(TMP, f"t_{h}x{w}.png")
+        save_png(src, inp)
+        for scale in (2, 3):
+            ref_path = os.path.join(TMP, f"t_ref_{scale}.png")
+            hc("upscale", inp, ref_path, "--scale", scale, "-q")
+            ref = load_png(ref_path)
+            for t in tiles:
+                if h * w > 5000 and t < 4:
+                    continue  # thousands of 1-pixel tiles: covered by the small images
+                out = os.path.join(TMP, f"t_{t}.png")
+                hc("upscale", inp, out, "--scale", scale, "--tile", t, "-q")
+                ours = load_png(out)
+                if not np.array_equal(ours, ref):
+                    fail(f"{h}x{w} {ch}ch x{scale}: --tile {t} differs from untiled")
+            print(f"ok tiled == untiled for {h}x{w} {ch}ch x{scale} over {len(tiles)} tile sizes")
+
+
+def t_split_stitch():
+    """The three-step workflow: split here, upscale every tile elsewhere (OpenCV), stitch."""
+    rng = np.random.default_rng(7)
+    for (h, w, ch, tile) in ((83, 121, 3, 64), (40, 33, 1, 16), (50, 50, 4, 100)):
+        src = random_image(rng, h, w, ch, 8)
+        inp = os.path.join(TMP, "s.png")
+        save_png(src, inp)
+        d = os.path.join(TMP, f"split_{h}")
+        hc("split", inp, d, "--scale", 2, "--tile", tile)
+        os.makedirs(os.path.join(d, "upscaled"), exist_ok=True)
+        n = 0
+        for f in sorted(os.listdir(d)):
+            if f.startswith("tile-") and f.endswith(".png"):
+                t = load_png(os.path.join(d, f))
+                save_png(cv_resize(t, 2) if t.ndim == 3 else cv_resize(t, 2).reshape(
+                    t.shape[0] * 2, t.shape[1] * 2), os.path.join(d, "upscaled", f))
+                n += 1
+        if n == 0:
+            fail("split wrote no tiles")
+        out = os.path.join(TMP, "stitched.png")
+        hc("stitch", d, out)
+        ours = load_png(out)
+        ref = cv_resize(src, 2)
+        if ref.ndim == 3 and ref.shape[2] == 1:
+            ref = ref[..., 0]
+        compare(ours, ref, 2, f"split/stitch {h}x{w} {ch}ch tile {tile} ({n} tiles)")
+        # A missing tile is an error that names it, and leaves nothing at OUT.
+        victim = sorted(os.listdir(os.path.join(d, "upscaled")))[0]
+        os.unlink(os.path.join(d, "upscaled", victim))
+        os.unlink(out)
+        p = hc("stitch", d, out, check=False)
+        if p.returncode != 1 or victim not in p.stderr or os.path.exists(out):
+            fail(f"stitch with a missing tile: exit {p.returncode}, stderr {p.stderr!r}")
+
+
+def peak_rss_kb(cmd):
+    """Runs cmd under GNU time; returns (returncode, stderr without time's line, peak KB)."""
+    p = subprocess.run(["/usr/bin/time", "-f", "HC_MAXRSS %M", *cmd], capture_output=True,
+                       text=True, timeout=120)
+    lines = p.stderr.splitlines()
+    rss = [int(l.split()[1]) for l in lines if l.startswith("HC_MAXRSS")]
+    rest = [l for l in lines if not l.startswith("HC_MAXRSS") and not l.startswith("Command exited")]
+    return p.returncode, rest, rss[0] if rss else -1
+
+
+def t_bad_input():
+    """Truncated JPEG, corrupt PNG, zero bytes, text, bomb headers: exit 1, one line, no OUT."""
+    if not os.path.exists("/usr/bin/time"):
+        print("skip: needs GNU time (apt-get install time)", file=sys.stderr)
+        sys.exit(77)
+    rng = np.random.default_rng(5)
+    good = os.path.join(TMP, "good.jpg")
+    Image.fromarray(random_image(rng, 300, 400, 3, 8)).save(good, quality=90, progressive=True)
+    data = open(good, "rb").read()
+    pngp = os.path.join(TMP, "good.png")
+    save_png(random_image(rng, 64, 64, 3, 8), pngp)
+    png = open(pngp, "rb").read()
+
+    cases = {
+        "truncated.jpg": data[: len(data) // 2],
+        "truncated-header.jpg": data[:200],
+        "corrupt.png": png[:60] + bytes(b ^ 0x5A for b in png[60:120]) + png[120:],
+        "truncated.png": png[: len(png) - 40],
+        "empty.png": b"",
+        "text.jpg": b"this is not an image at all\n" * 10,
+    }
+    # A JPEG header claiming 65000x65000 (JPEG's 16-bit fields stop short of 100000), then a
+    # scan with no data.
+    sof = (b"\xff\xd8" + b"\xff\xc0\x00\x11\x08" +
+           (65000).to_bytes(2, "big") + (65000).to_bytes(2, "big") +
+           b"\x03\x01\x22\x00\x02\x11\x01\x03\x11\x01" + b"\xff\xda\x00\x0c\x03\x01\x00\x02\x11\x03\x11\x00\x3f\x00" +
+           b"\x00" * 64)
+    cases["bomb.jpg"] = sof
+    # A PNG IHDR claiming 100000x100000, correct CRC, then nothing useful.
+    import struct
+    import zlib
+    ihdr = struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    cases["bomb.png"] = (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk +
+                         struct.pack(">I", zlib.crc32(chunk)) + b"\x00" * 100)
+    for name, blob in cases.items():
+        inp = os.path.join(TMP, name)
+        with open(inp, "wb") as f:
+            f.write(blob)
+        for out_name in ("out.png", "out.jpg"):
+            out = os.path.join(TMP, out_name)
+            rc, err, rss = peak_rss_kb([HC, "upscale", inp, out, "-q"])
+            if rc != 1:
+                fail(f"{name} -> {out_name}: exit {rc}, expected 1 (stderr {err})")
+            if len(err) != 1 or not err[0].startswith("hc: ") or len(err[0]) < 12:
+                fail(f"{name}: expected one clear line on stderr, got {err}")
+            if os.path.exists(out) or any(f.startswith(".out") for f in os.listdir(TMP)):
+                fail(f"{name}: something was left at {out}")
+            if rss > 64 * 1024:
+                fail(f"{name}: peak RSS {rss} KB, expected bounded (< 64 MB)")
+            print(f"ok {name} -> {out_name}: exit 1, '{err[0]}', peak {rss} KB")
+
+
+def t_usage():
+    """Usage errors exit 2; --help and --version exit 0."""
+    for args in (["upscale"], ["upscale", "a.png"], ["upscale", "a.png", "b.png", "--scale", "0"],
+                 ["upscale", "a.png", "b.png", "--scale", "9"], ["upscale", "a", "b", "--bogus"],
+                 ["frobnicate"], [], ["upscale", "a", "b", "--filter", "lanczos"],
+                 ["upscale", "a", "b", "--quality", "101"]):
+        p = hc(*args, check=False)
+        if p.returncode != 2:
+            fail(f"hc {args}: exit {p.returncode}, expected 2")
+    for args in (["--help"], ["--version"], ["upscale", "--help"]):
+        p = hc(*args, check=False)
+        if p.returncode != 0 or not p.stdout:
+            fail(f"hc {args}: exit {p.returncode}")
+    p = hc("upscale", os.path.join(TMP, "does-not-exist.png"), os.path.join(TMP, "x.png"),
+           check=False)
+    if p.returncode != 1 or "does-not-exist" not in p.stderr:
+        fail(f"missing input: exit {p.returncode}, stderr {p.stderr!r}")
+    print("ok usage")
+
+
+def t_formats_and_meta():
+    """OUT's extension picks the format; ICC and EXIF carry over (checked with PIL)."""
+    rng = np.random.default_rng(3)
+    src = random_image(rng, 40, 60, 3, 8)
+    icc = None
+    for cand in ("/usr/share/color/icc/colord/DisplayP3.icc", "/usr/share/color/icc/colord/AdobeRGB1998.icc",
+                 "/usr/share/color/icc/sRGB.icc", "/usr/share/color/icc/colord/sRGB.icc"):
+        if os.path.exists(cand):
+            icc = open(cand, "rb").read()
+            break
+    if icc is None:
+        from PIL import ImageCms
+        icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "HybridCompute test camera"
+    exif[0x0110] = "Model 3"
+    inp = os.path.join(TMP, "meta.jpg")
+    Image.fromarray(src).save(inp, quality=95, icc_profile=icc, exif=exif.tobytes())
+    for ext, fmt in ((".png", "PNG"), (".jpg", "JPEG"), (".jpeg", "JPEG"), (".bmp", "BMP"),
+                     (".tga", "TGA")):
+        out = os.path.join(TMP, "meta_out" + ext)
+        hc("upscale", inp, out, "-q")
+        im = Image.open(out)
+        if im.format != fmt or im.size != (120, 80):
+            fail(f"{ext}: got {im.format} {im.size}")
+        if fmt in ("PNG", "JPEG"):
+            if im.info.get("icc_profile") != icc:
+                fail(f"{ext}: ICC profile not carried over")
+            got = im.getexif()
+            if got.get(0x010F) != "HybridCompute test camera" or got.get(0x0110) != "Model 3":
+                fail(f"{ext}: EXIF not carried over ({dict(got)})")
+        print(f"ok {ext} -> {fmt}{' with ICC and EXIF' if fmt in ('PNG', 'JPEG') else ''}")
+    # Quality changes the JPEG.
+    a, b = os.path.join(TMP, "q50.jpg"), os.path.join(TMP, "q95.jpg")
+    hc("upscale", inp, a, "--quality", 50, "-q")
+    hc("upscale", inp, b, "-q")
+    if not os.path.getsize(a) < os.path.getsize(b):
+        fail("--quality 50 did not give a smaller JPEG than the default 95")
+    print("ok quality")
+
+
+TESTS = {
+    "opencv_random": t_opencv_random,
+    "opencv_photos": t_opencv_photos,
+    "tiled_equals_untiled": t_tiled_equals_untiled,
+    "split_stitch": t_split_stitch,
+    "bad_input": t_bad_input,
+    "usage": t_usage,
+    "formats_and_meta": t_formats_and_meta,
+}
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2 or sys.argv[1] not in TESTS:
+        print(f"usage: hc_test.py {{{','.join(TESTS)}}}", file=sys.stderr)
+        sys.exit(2)
+    if not os.access(HC, os.X_OK):
+        fail(f"{HC} not built")
+    TMP = tempfile.mkdtemp(prefix="hc-test-")
+    try:
+        TESTS[sys.argv[1]]()
+    finally:
+        shutil.rmtree(TMP, ignore_errors=True)
