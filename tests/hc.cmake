@@ -1,4 +1,7 @@
 # End-to-end tests of the hc command (tests/hc_test.py NAME), against OpenCV and PIL.
+if(HC_CORE_ONLY)
+  return()
+endif()
 foreach(t opencv_random opencv_photos tiled_equals_untiled split_stitch bad_input usage
           formats_and_meta)
   add_test(NAME hc_${t} COMMAND ${HC_REF_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/hc_test.py ${t})
