@@ -1,0 +1,831 @@
+/* test_client: the HTTP tile client (client/) against real hc-gpu-service processes.
+ *
+ * Usage: test_client NAME (one ctest test per name, see tests/client.cmake). Every test
+ * starts the services it needs on 127.0.0.1 port 0 (cpu backend), and kills them when it
+ * exits, whatever way it exits (atexit, fatal signals, and PR_SET_PDEATHSIG on Linux should
+ * the test itself be killed). Tiles that come back are compared with
+ * hc_bicubic_resize_ref() (core's scalar reference) computed here over the whole image.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+#ifdef __linux__
+#include <sys/prctl.h>
+#endif
+
+#include "bicubic.h"
+#include "check.h"
+#include "client.h"
+#include "error.h"
+#include "tile.h"
+#include "wire.h"
+
+/* ---- processes --------------------------------------------------------------------------- */
+
+#define MAX_SERVICES 8
+
+struct service {
+    pid_t pid;
+    int port;
+    char url[64];
+};
+
+static pid_t g_pids[MAX_SERVICES];
+static int g_npids;
+static char g_tmpdir[256];
+
+static void
+kill_all(void)
+{
+    for (int i = 0; i < g_npids; i++)
+        if (g_pids[i] > 0) {
+            kill(-g_pids[i], SIGKILL);
+            kill(g_pids[i], SIGKILL);
+            waitpid(g_pids[i], NULL, 0);
+            g_pids[i] = 0;
+        }
+}
+
+static void
+cleanup(void)
+{
+    kill_all();
+    if (g_tmpdir[0]) {
+        char cmd[300];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", g_tmpdir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "test_client: could not remove %s\n", g_tmpdir);
+    }
+}
+
+static void
+on_fatal_signal(int sig)
+{
+    /* Only async-signal-safe calls here: kill the services, then die of the same signal. */
+    for (int i = 0; i < g_npids; i++)
+        if (g_pids[i] > 0)
+            kill(-g_pids[i], SIGKILL);
+    signal(sig, SIG_DFL);
+    raise(sig);
+}
+
+static uint64_t
+now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000u + (uint64_t)ts.tv_nsec / 1000000u;
+}
+
+static const char *
+service_path(void)
+{
+    static char path[1024];
+    const char *bd = getenv("HC_BUILD_DIR");
+    snprintf(path, sizeof path, "%s/bin/hc-gpu-service", bd ? bd : "build");
+    return path;
+}
+
+/* Starts hc-gpu-service --listen 127.0.0.1:0 --backend cpu [extra args] and reads the port
+ * it prints on stdout (the last number of the first line that holds one). */
+static void
+service_start(struct service *s, const char *const *extra)
+{
+    const char *argv[32];
+    int a = 0;
+    argv[a++] = service_path();
+    argv[a++] = "--listen";
+    argv[a++] = "127.0.0.1:0";
+    argv[a++] = "--backend";
+    argv[a++] = "cpu";
+    for (int i = 0; extra && extra[i] && a < 30; i++)
+        argv[a++] = extra[i];
+    argv[a] = NULL;
+
+    int pfd[2];
+    HC_CHECK(pipe(pfd) == 0);
+    char log[400];
+    snprintf(log, sizeof log, "%s/service-%d.log", g_tmpdir, g_npids);
+    pid_t pid = fork();
+    HC_CHECK(pid >= 0);
+    if (pid == 0) {
+        setpgid(0, 0);
+#ifdef __linux__
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+#endif
+        dup2(pfd[1], 1);
+        int lf = open(log, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (lf >= 0)
+            dup2(lf, 2);
+        close(pfd[0]);
+        close(pfd[1]);
+        execv(argv[0], (char *const *)argv);
+        _exit(127);
+    }
+    setpgid(pid, pid);
+    HC_CHECK(g_npids < MAX_SERVICES);
+    g_pids[g_npids++] = pid;
+    close(pfd[1]);
+
+    char buf[512];
+    size_t len = 0;
+    int port = 0;
+    uint64_t deadline = now_ms() + 15000;
+    while (!port && now_ms() < deadline && len < sizeof buf - 1) {
+        struct pollfd p = {.fd = pfd[0], .events = POLLIN};
+        if (poll(&p, 1, 100) <= 0)
+            continue;
+        ssize_t r = read(pfd[0], buf + len, sizeof buf - 1 - len);
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        buf[len] = '\0';
+        for (char *line = buf, *nl; !port && (nl = strchr(line, '\n')); line = nl + 1) {
+            int last = 0;
+            for (char *p = line; p < nl; p++)
+                if (*p >= '0' && *p <= '9') {
+                    last = (int)strtol(p, &p, 10);
+                    p--;
+                }
+            if (last > 0 && last < 65536)
+                port = last;
+        }
+    }
+    /* Keep the pipe's read end open for the service's lifetime: a service that writes more
+     * to stdout must not die of SIGPIPE. It is a few fds for the whole test. */
+    if (!port) {
+        char cmd[600];
+        snprintf(cmd, sizeof cmd, "cat '%s' >&2", log);
+        if (system(cmd) != 0)
+            fprintf(stderr, "(no service log)\n");
+        HC_CHECK_MSG(port, "hc-gpu-service printed no port within 15 s (stdout: '%s')", buf);
+    }
+    s->pid = pid;
+    s->port = port;
+    snprintf(s->url, sizeof s->url, "http://127.0.0.1:%d", port);
+}
+
+static void
+service_kill(struct service *s)
+{
+    kill(s->pid, SIGKILL);
+    waitpid(s->pid, NULL, 0);
+    for (int i = 0; i < g_npids; i++)
+        if (g_pids[i] == s->pid)
+            g_pids[i] = 0;
+}
+
+/* A port with nothing listening on it: bound, then closed. */
+static int
+dead_port(void)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    HC_CHECK(fd >= 0);
+    HC_CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    HC_CHECK(getsockname(fd, (struct sockaddr *)&a, &al) == 0);
+    close(fd);
+    return ntohs(a.sin_port);
+}
+
+/* A listening socket that never accepts: connections complete in the kernel's backlog and
+ * then nothing ever answers. Returns the fd (kept open by the caller) and its port. */
+static int
+silent_listener(int *port)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    socklen_t al = sizeof a;
+    HC_CHECK(fd >= 0);
+    HC_CHECK(bind(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    HC_CHECK(listen(fd, 64) == 0);
+    HC_CHECK(getsockname(fd, (struct sockaddr *)&a, &al) == 0);
+    *port = ntohs(a.sin_port);
+    return fd;
+}
+
+/* Established TCP connections to 127.0.0.1:port, from /proc/net/tcp (the kernel's view,
+ * independent of the client's own counters). -1 where /proc is not there. */
+static int
+connections_to(int port)
+{
+    FILE *f = fopen("/proc/net/tcp", "r");
+    if (!f)
+        return -1;
+    char line[512];
+    int n = 0;
+    if (!fgets(line, sizeof line, f)) {
+        fclose(f);
+        return -1;
+    }
+    while (fgets(line, sizeof line, f)) {
+        unsigned la, lp, ra, rp, st;
+        if (sscanf(line, " %*d: %x:%x %x:%x %x", &la, &lp, &ra, &rp, &st) == 5 &&
+            (int)rp == port && st == 1)
+            n++;
+    }
+    fclose(f);
+    return n;
+}
+
+/* ---- images and tiles ------------------------------------------------------------------- */
+
+struct job {
+    struct hc_job_geom g;
+    uint8_t *src;           /* whole source image, packed */
+    uint8_t *ref;           /* whole reference output, packed */
+    struct hc_tile *tiles;
+    size_t ntiles;
+    size_t plain_request_bytes; /* wire size of all tiles uncompressed, for encoding checks */
+};
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+
+static uint32_t
+rng(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (uint32_t)(rng_state >> 16);
+}
+
+/* smooth: a gradient with a little noise (compresses), else uniform noise. */
+static void
+job_make(struct job *j, int w, int h, int channels, int depth, int scale, int tile, int smooth)
+{
+    memset(j, 0, sizeof *j);
+    j->g = (struct hc_job_geom){.src_w = w, .src_h = h, .scale = scale, .channels = channels,
+                                .depth = depth, .filter = HC_FILTER_BICUBIC};
+    size_t bpp = hc_pixel_bytes(channels, depth);
+    int ow = w * scale, oh = h * scale;
+    j->src = malloc((size_t)w * h * bpp);
+    j->ref = malloc((size_t)ow * oh * bpp);
+    HC_CHECK(j->src && j->ref);
+    for (int y = 0; y < h; y++)
+        for (int x = 0; x < w; x++)
+            for (int c = 0; c < channels; c++) {
+                uint32_t v = smooth ? (uint32_t)((x * 3 + y * 2 + c * 40) & 0xff) + (rng() & 3)
+                                    : rng();
+                size_t i = ((size_t)y * w + x) * channels + c;
+                if (depth == 8)
+                    j->src[i] = (uint8_t)v;
+                else
+                    ((uint16_t *)j->src)[i] = (uint16_t)(smooth ? v * 257 : v);
+            }
+
+    struct hc_view sv = {.data = j->src, .stride = (size_t)w * bpp, .x = 0, .y = 0, .w = w,
+                         .h = h, .channels = channels, .depth = depth};
+    struct hc_view dv = {.data = j->ref, .stride = (size_t)ow * bpp, .x = 0, .y = 0, .w = ow,
+                         .h = oh, .channels = channels, .depth = depth};
+    HC_CHECK_MSG(hc_bicubic_resize_ref(&sv, w, h, scale, &dv) == 0, "%s", hc_last_error());
+
+    int tx = (ow + tile - 1) / tile, ty = (oh + tile - 1) / tile;
+    j->ntiles = (size_t)tx * ty;
+    j->tiles = calloc(j->ntiles, sizeof *j->tiles);
+    HC_CHECK(j->tiles);
+    for (int r = 0; r < ty; r++)
+        for (int c = 0; c < tx; c++) {
+            struct hc_tile *t = &j->tiles[(size_t)r * tx + c];
+            t->index = (uint32_t)(r * tx + c);
+            t->out = (struct hc_rect){c * tile, r * tile, ow - c * tile < tile ? ow - c * tile : tile,
+                                      oh - r * tile < tile ? oh - r * tile : tile};
+            hc_tile_src_rect(w, h, scale, &t->out, &t->src);
+            uint8_t *sp = malloc((size_t)t->src.w * t->src.h * bpp);
+            t->out_px = malloc((size_t)t->out.w * t->out.h * bpp);
+            HC_CHECK(sp && t->out_px);
+            for (int y = 0; y < t->src.h; y++)
+                memcpy(sp + (size_t)y * t->src.w * bpp,
+                       j->src + ((size_t)(t->src.y + y) * w + t->src.x) * bpp,
+                       (size_t)t->src.w * bpp);
+            t->src_px = sp;
+            j->plain_request_bytes += HC_WIRE_DESC_SIZE + (size_t)t->src.w * t->src.h * bpp;
+        }
+}
+
+static void
+job_clear_out(struct job *j)
+{
+    size_t bpp = hc_pixel_bytes(j->g.channels, j->g.depth);
+    for (size_t i = 0; i < j->ntiles; i++)
+        memset(j->tiles[i].out_px, 0xA5, (size_t)j->tiles[i].out.w * j->tiles[i].out.h * bpp);
+}
+
+/* Every tile's out_px equals the reference's pixels of its rectangle. */
+static void
+job_verify(const struct job *j, const char *what)
+{
+    size_t bpp = hc_pixel_bytes(j->g.channels, j->g.depth);
+    size_t ow = (size_t)j->g.src_w * j->g.scale;
+    for (size_t i = 0; i < j->ntiles; i++) {
+        const struct hc_tile *t = &j->tiles[i];
+        for (int y = 0; y < t->out.h; y++) {
+            const uint8_t *got = t->out_px + (size_t)y * t->out.w * bpp;
+            const uint8_t *want = j->ref + ((size_t)(t->out.y + y) * ow + t->out.x) * bpp;
+            HC_CHECK_MSG(memcmp(got, want, (size_t)t->out.w * bpp) == 0,
+                         "%s: tile %zu (%d,%d %dx%d) row %d differs from the reference", what, i,
+                         t->out.x, t->out.y, t->out.w, t->out.h, y);
+        }
+    }
+}
+
+static void
+job_free(struct job *j)
+{
+    for (size_t i = 0; i < j->ntiles; i++) {
+        free((void *)j->tiles[i].src_px);
+        free(j->tiles[i].out_px);
+    }
+    free(j->tiles);
+    free(j->src);
+    free(j->ref);
+}
+
+static int
+run_job(struct hc_client *c, struct job *j)
+{
+    job_clear_out(j);
+    return hc_backend_http.run(c, &j->g, j->tiles, j->ntiles);
+}
+
+static struct hc_client *
+client_open(const char *const *urls, size_t n, int inflight, int per, const char *enc,
+            const char *token)
+{
+    struct hc_client_opts o;
+    hc_client_opts_default(&o);
+    o.urls = urls;
+    o.nurls = n;
+    o.inflight = inflight;
+    o.tiles_per_request = per;
+    o.encoding = enc;
+    o.token = token;
+    o.timeout_ms = 20000;
+    struct hc_client *c = NULL;
+    HC_CHECK_MSG(hc_client_open(&o, &c) == 0, "%s", hc_last_error());
+    return c;
+}
+
+/* ---- tests -------------------------------------------------------------------------------- */
+
+/* Correct tiles for every layout; requests are batched as asked; several requests are in
+ * flight at once (several connections) and the connections are reused by the next job. */
+static void
+test_basic(void)
+{
+    struct service s;
+    service_start(&s, NULL);
+    const char *urls[] = {s.url};
+
+    struct job j;
+    job_make(&j, 203, 157, 3, 8, 2, 64, 0); /* 406x314 out: 7x5 = 35 tiles, ragged edges */
+    struct hc_client *c = client_open(urls, 1, 4, 3, NULL, NULL);
+    HC_CHECK_MSG(run_job(c, &j) == 0, "%s", hc_last_error());
+    job_verify(&j, "rgb8 x2");
+    struct hc_client_stats st;
+    hc_client_stats(c, &st);
+    HC_CHECK_EQ(st.requests, (j.ntiles + 2) / 3);
+    HC_CHECK_EQ(st.responses_ok, st.requests);
+    HC_CHECK_EQ(st.tiles, j.ntiles);
+    HC_CHECK_EQ(st.retries, 0);
+    HC_CHECK(st.bytes_sent == j.plain_request_bytes + 8 * st.requests);
+
+    /* Several requests were in flight at once: each needed its own connection, and they
+     * are still open (keep-alive). A second job reuses them instead of opening more. */
+    int conns = connections_to(s.port);
+    if (conns >= 0) {
+        HC_CHECK_MSG(conns >= 2 && conns <= 4, "%d connections for 4 in flight", conns);
+        HC_CHECK_MSG(run_job(c, &j) == 0, "%s", hc_last_error());
+        job_verify(&j, "rgb8 x2, second job");
+        int again = connections_to(s.port);
+        HC_CHECK_MSG(again == conns, "second job: %d connections, first %d", again, conns);
+        fprintf(stderr, "basic: %d connections, reused by the second job\n", conns);
+    }
+    hc_client_close(c);
+    job_free(&j);
+
+    /* Every layout and depth (16-bit samples travel little-endian), scales 2, 3 and 4, one
+     * tile per request and one request in flight as the degenerate case. */
+    c = client_open(urls, 1, 1, 1, NULL, NULL);
+    for (int ch = 1; ch <= 4; ch++)
+        for (int depth = 8; depth <= 16; depth += 8)
+            for (int scale = 2; scale <= 4; scale++) {
+                job_make(&j, 37 + ch, 29 + scale, ch, depth, scale, 48, 0);
+                HC_CHECK_MSG(run_job(c, &j) == 0, "%d ch %d bit x%d: %s", ch, depth, scale,
+                             hc_last_error());
+                char what[64];
+                snprintf(what, sizeof what, "%d ch %d bit x%d", ch, depth, scale);
+                job_verify(&j, what);
+                job_free(&j);
+            }
+    hc_client_close(c);
+}
+
+/* lz4 and zstd request bodies: the service decodes them (tiles correct) and they are
+ * smaller on the wire than the plain message. */
+static void
+test_encodings(void)
+{
+    struct service s;
+    service_start(&s, NULL);
+    const char *urls[] = {s.url};
+    const char *encs[] = {"lz4", "zstd"};
+    struct job j;
+    job_make(&j, 160, 120, 3, 8, 2, 64, 1);
+    for (int e = 0; e < 2; e++) {
+        struct hc_client *c = client_open(urls, 1, 4, 2, encs[e], NULL);
+        HC_CHECK_MSG(run_job(c, &j) == 0, "%s: %s", encs[e], hc_last_error());
+        job_verify(&j, encs[e]);
+        struct hc_client_stats st;
+        hc_client_stats(c, &st);
+        size_t plain = j.plain_request_bytes + 8 * st.requests;
+        HC_CHECK_MSG(st.bytes_sent < plain * 3 / 4, "%s: sent %llu of %zu plain bytes", encs[e],
+                     (unsigned long long)st.bytes_sent, plain);
+        fprintf(stderr, "%s: requests %llu bytes sent %llu (plain %zu), received %llu\n",
+                encs[e], (unsigned long long)st.requests, (unsigned long long)st.bytes_sent,
+                plain, (unsigned long long)st.bytes_received);
+        hc_client_close(c);
+    }
+    job_free(&j);
+}
+
+/* First URL has nothing listening: its requests go to the second and the job succeeds. */
+static void
+test_failover_dead(void)
+{
+    struct service s;
+    service_start(&s, NULL);
+    char dead[64];
+    snprintf(dead, sizeof dead, "http://127.0.0.1:%d", dead_port());
+    const char *urls[] = {dead, s.url};
+    struct job j;
+    job_make(&j, 120, 90, 3, 8, 2, 32, 0);
+    struct hc_client *c = client_open(urls, 2, 4, 2, NULL, NULL);
+    HC_CHECK_MSG(run_job(c, &j) == 0, "%s", hc_last_error());
+    job_verify(&j, "failover from a dead URL");
+    struct hc_client_stats st;
+    hc_client_stats(c, &st);
+    HC_CHECK_MSG(st.failovers >= 1, "failovers %llu", (unsigned long long)st.failovers);
+    HC_CHECK_EQ(st.tiles, j.ntiles);
+    hc_client_close(c);
+    job_free(&j);
+}
+
+struct killer {
+    struct hc_client *c;
+    struct service *victim;
+    uint64_t at_responses, seen;
+    int killed;
+};
+
+static void *
+killer_main(void *arg)
+{
+    struct killer *k = arg;
+    uint64_t deadline = now_ms() + 30000;
+    while (now_ms() < deadline) {
+        struct hc_client_stats st;
+        hc_client_stats(k->c, &st);
+        if (st.responses_ok >= k->at_responses) {
+            kill(k->victim->pid, SIGKILL);
+            k->seen = st.responses_ok;
+            k->killed = 1;
+            break;
+        }
+        struct timespec ts = {0, 200000};
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+/* Two services, one SIGKILLed while requests are in flight: every tile still arrives,
+ * correct, through the other. */
+static void
+test_kill_midjob(void)
+{
+    struct service a, b;
+    service_start(&a, NULL);
+    service_start(&b, NULL);
+    const char *urls[] = {a.url, b.url};
+    struct job j;
+    job_make(&j, 320, 240, 3, 8, 2, 32, 0); /* 20x15 = 300 tiles, 300 requests */
+    struct hc_client *c = client_open(urls, 2, 8, 1, NULL, NULL);
+    struct killer k = {.c = c, .victim = &a, .at_responses = 20};
+    pthread_t th;
+    HC_CHECK(pthread_create(&th, NULL, killer_main, &k) == 0);
+    int rc = run_job(c, &j);
+    pthread_join(th, NULL);
+    HC_CHECK_MSG(rc == 0, "%s", hc_last_error());
+    HC_CHECK_MSG(k.killed && k.seen < j.ntiles, "service killed after %llu of %zu requests",
+                 (unsigned long long)k.seen, j.ntiles);
+    job_verify(&j, "one of two services killed mid-job");
+    struct hc_client_stats st;
+    hc_client_stats(c, &st);
+    fprintf(stderr, "kill_midjob: killed after %llu responses; requests %llu, failures %llu, "
+            "retries %llu, failovers %llu\n", (unsigned long long)k.seen,
+            (unsigned long long)st.requests, (unsigned long long)st.failures,
+            (unsigned long long)st.retries, (unsigned long long)st.failovers);
+    HC_CHECK(st.failures >= 1 && st.failovers >= 1);
+    HC_CHECK_EQ(st.tiles, j.ntiles);
+    service_kill(&a);
+    hc_client_close(c);
+    job_free(&j);
+}
+
+/* Nothing answers: the job fails within the configured bounds, saying why. */
+static void
+test_all_dead(void)
+{
+    struct job j;
+    job_make(&j, 64, 48, 3, 8, 2, 32, 0);
+
+    /* Connections refused: fails after the retries' backoff (100 + 200 ms), not later. */
+    char d1[64], d2[64];
+    snprintf(d1, sizeof d1, "http://127.0.0.1:%d", dead_port());
+    snprintf(d2, sizeof d2, "http://127.0.0.1:%d/", dead_port());
+    const char *urls[] = {d1, d2};
+    struct hc_client_opts o;
+    hc_client_opts_default(&o);
+    o.urls = urls;
+    o.nurls = 2;
+    o.retries = 2;
+    struct hc_client *c = NULL;
+    HC_CHECK(hc_client_open(&o, &c) == 0);
+    uint64_t t0 = now_ms();
+    int rc = run_job(c, &j);
+    uint64_t el = now_ms() - t0;
+    fprintf(stderr, "all_dead (refused): rc %d after %llu ms: %s\n", rc, (unsigned long long)el,
+            hc_last_error());
+    HC_CHECK_EQ(rc, -EIO);
+    HC_CHECK_MSG(el < 2000, "took %llu ms", (unsigned long long)el);
+    HC_CHECK(strstr(hc_last_error(), "after 3 attempts") != NULL);
+    HC_CHECK(strstr(hc_last_error(), "onnect") != NULL); /* "Couldn't connect ... refused" */
+    hc_client_close(c);
+
+    /* Connected but never answered: each attempt ends at timeout_ms. */
+    int port;
+    int lfd = silent_listener(&port);
+    char sl[64];
+    snprintf(sl, sizeof sl, "http://127.0.0.1:%d", port);
+    const char *urls2[] = {sl};
+    o.urls = urls2;
+    o.nurls = 1;
+    o.timeout_ms = 400;
+    o.connect_timeout_ms = 200;
+    o.retries = 1;
+    HC_CHECK(hc_client_open(&o, &c) == 0);
+    t0 = now_ms();
+    rc = run_job(c, &j);
+    el = now_ms() - t0;
+    fprintf(stderr, "all_dead (silent): rc %d after %llu ms: %s\n", rc, (unsigned long long)el,
+            hc_last_error());
+    HC_CHECK_EQ(rc, -EIO);
+    /* 2 attempts x 400 ms + 100 ms backoff = 900 ms; generous slack for a loaded CI box. */
+    HC_CHECK_MSG(el >= 800 && el < 2500, "took %llu ms", (unsigned long long)el);
+    HC_CHECK(strstr(hc_last_error(), "imeout") != NULL || strstr(hc_last_error(), "timed out"));
+    hc_client_close(c);
+    close(lfd);
+    job_free(&j);
+}
+
+/* A service that wants a token: works with it, fails at once and clearly (401) without it
+ * or with a wrong one, and the token file reader strips the newline. */
+static void
+test_token(void)
+{
+    char tf[400];
+    snprintf(tf, sizeof tf, "%s/token", g_tmpdir);
+    FILE *f = fopen(tf, "w");
+    HC_CHECK(f);
+    fputs("s3cret-token-0123456789\n", f);
+    fclose(f);
+    char *tok = NULL;
+    HC_CHECK_MSG(hc_client_read_token(tf, &tok) == 0, "%s", hc_last_error());
+    HC_CHECK(strcmp(tok, "s3cret-token-0123456789") == 0);
+
+    const char *extra[] = {"--token-file", tf, NULL};
+    struct service s;
+    service_start(&s, extra);
+    const char *urls[] = {s.url};
+    struct job j;
+    job_make(&j, 64, 48, 4, 8, 2, 32, 0);
+
+    struct hc_client *c = client_open(urls, 1, 2, 2, NULL, tok);
+    HC_CHECK_MSG(run_job(c, &j) == 0, "with token: %s", hc_last_error());
+    job_verify(&j, "with token");
+    hc_client_close(c);
+
+    const char *bad[] = {NULL, "wrong-token"};
+    for (int i = 0; i < 2; i++) {
+        c = client_open(urls, 1, 2, 2, NULL, bad[i]);
+        int rc = run_job(c, &j);
+        fprintf(stderr, "token %s: rc %d: %s\n", bad[i] ? bad[i] : "(none)", rc, hc_last_error());
+        HC_CHECK_EQ(rc, -EACCES);
+        HC_CHECK(strstr(hc_last_error(), "401") != NULL);
+        struct hc_client_stats st;
+        hc_client_stats(c, &st);
+        HC_CHECK_MSG(st.retries == 0, "a 401 was retried");
+        hc_client_close(c);
+    }
+    free(tok);
+    job_free(&j);
+}
+
+struct canceller {
+    volatile int *flag;
+    int after_ms;
+};
+
+static void *
+canceller_main(void *arg)
+{
+    struct canceller *k = arg;
+    struct timespec ts = {k->after_ms / 1000, (long)(k->after_ms % 1000) * 1000000L};
+    nanosleep(&ts, NULL);
+    *k->flag = 1;
+    return NULL;
+}
+
+/* A job waiting on a service that never answers stops soon after its cancel flag is set,
+ * long before the timeout; other jobs of the same client are not affected. Several jobs
+ * share one client from several threads. */
+static void
+test_cancel(void)
+{
+    int port;
+    int lfd = silent_listener(&port);
+    char sl[64];
+    snprintf(sl, sizeof sl, "http://127.0.0.1:%d", port);
+    const char *urls[] = {sl};
+    struct job j;
+    job_make(&j, 64, 48, 3, 8, 2, 32, 0);
+    struct hc_client_opts o;
+    hc_client_opts_default(&o);
+    o.urls = urls;
+    o.nurls = 1;
+    o.timeout_ms = 20000;
+    struct hc_client *c = NULL, *jc = NULL;
+    HC_CHECK(hc_client_open(&o, &c) == 0);
+    volatile int flag = 0;
+    HC_CHECK(hc_client_derive(c, &flag, &jc) == 0);
+    struct canceller k = {.flag = &flag, .after_ms = 300};
+    pthread_t th;
+    HC_CHECK(pthread_create(&th, NULL, canceller_main, &k) == 0);
+    uint64_t t0 = now_ms();
+    int rc = run_job(jc, &j);
+    uint64_t el = now_ms() - t0;
+    pthread_join(th, NULL);
+    fprintf(stderr, "cancel: rc %d after %llu ms: %s\n", rc, (unsigned long long)el,
+            hc_last_error());
+    HC_CHECK_EQ(rc, -ECANCELED);
+    HC_CHECK_MSG(el >= 250 && el < 1500, "took %llu ms", (unsigned long long)el);
+    hc_client_close(c); /* the derived handle outlives its parent */
+    hc_client_close(jc);
+    close(lfd);
+    job_free(&j);
+}
+
+struct worker {
+    struct hc_client *c;
+    struct job j;
+    int rc;
+    char err[256];
+};
+
+static void *
+worker_main(void *arg)
+{
+    struct worker *w = arg;
+    struct hc_client *jc = NULL;
+    volatile int never = 0;
+    w->rc = hc_client_derive(w->c, &never, &jc);
+    for (int round = 0; !w->rc && round < 3; round++)
+        w->rc = run_job(jc, &w->j);
+    snprintf(w->err, sizeof w->err, "%s", hc_last_error());
+    hc_client_close(jc);
+    return NULL;
+}
+
+/* Six jobs at once on one client (as hcfs runs many files), over two services. */
+static void
+test_concurrent(void)
+{
+    struct service a, b;
+    service_start(&a, NULL);
+    service_start(&b, NULL);
+    const char *urls[] = {a.url, b.url};
+    struct hc_client *c = client_open(urls, 2, 4, 2, "zstd", NULL);
+    enum { NW = 6 };
+    struct worker w[NW];
+    pthread_t th[NW];
+    for (int i = 0; i < NW; i++) {
+        w[i].c = c;
+        job_make(&w[i].j, 50 + 13 * i, 40 + 7 * i, 1 + i % 4, i % 2 ? 16 : 8, 2 + i % 3, 40, 0);
+        HC_CHECK(pthread_create(&th[i], NULL, worker_main, &w[i]) == 0);
+    }
+    for (int i = 0; i < NW; i++) {
+        pthread_join(th[i], NULL);
+        HC_CHECK_MSG(w[i].rc == 0, "job %d: %s", i, w[i].err);
+        job_verify(&w[i].j, "concurrent");
+        job_free(&w[i].j);
+    }
+    struct hc_client_stats st;
+    hc_client_stats(c, &st);
+    HC_CHECK_EQ(st.retries, 0);
+    hc_client_close(c);
+}
+
+/* Options and token files that are wrong are refused with a reason. */
+static void
+test_opts(void)
+{
+    struct hc_client_opts o;
+    struct hc_client *c = NULL;
+    const char *bad_urls[] = {"ftp://127.0.0.1:1", "127.0.0.1:8787", "http://a b"};
+    for (int i = 0; i < 3; i++) {
+        hc_client_opts_default(&o);
+        o.urls = &bad_urls[i];
+        o.nurls = 1;
+        HC_CHECK_EQ(hc_client_open(&o, &c), -EINVAL);
+        HC_CHECK(strstr(hc_last_error(), "client: ") == hc_last_error());
+    }
+    const char *good[] = {"http://127.0.0.1:1"};
+    hc_client_opts_default(&o);
+    o.urls = good;
+    o.nurls = 1;
+    o.encoding = "gzip";
+    HC_CHECK_EQ(hc_client_open(&o, &c), -EINVAL);
+    o.encoding = NULL;
+    o.inflight = 0;
+    HC_CHECK_EQ(hc_client_open(&o, &c), -EINVAL);
+    o.inflight = 8;
+    o.token = "two words";
+    HC_CHECK_EQ(hc_client_open(&o, &c), -EINVAL);
+    o.nurls = 0;
+    HC_CHECK_EQ(hc_client_open(&o, &c), -EINVAL);
+
+    char tf[400];
+    char *tok = NULL;
+    snprintf(tf, sizeof tf, "%s/empty", g_tmpdir);
+    FILE *f = fopen(tf, "w");
+    HC_CHECK(f);
+    fputs("  \n", f);
+    fclose(f);
+    HC_CHECK_EQ(hc_client_read_token(tf, &tok), -EINVAL);
+    snprintf(tf, sizeof tf, "%s/missing", g_tmpdir);
+    HC_CHECK_EQ(hc_client_read_token(tf, &tok), -ENOENT);
+    HC_CHECK(tok == NULL);
+}
+
+int
+main(int argc, char **argv)
+{
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+        int needs_service;
+    } tests[] = {
+        {"basic", test_basic, 1},       {"encodings", test_encodings, 1},
+        {"failover_dead", test_failover_dead, 1}, {"kill_midjob", test_kill_midjob, 1},
+        {"all_dead", test_all_dead, 0}, {"token", test_token, 1},
+        {"cancel", test_cancel, 0},     {"concurrent", test_concurrent, 1},
+        {"opts", test_opts, 0},
+    };
+    if (argc != 2) {
+        fprintf(stderr, "usage: test_client NAME\n");
+        return 2;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    snprintf(g_tmpdir, sizeof g_tmpdir, "/tmp/hc-test-client-XXXXXX");
+    HC_CHECK(mkdtemp(g_tmpdir) != NULL);
+    atexit(cleanup);
+    signal(SIGINT, on_fatal_signal);
+    signal(SIGTERM, on_fatal_signal);
+    signal(SIGABRT, on_fatal_signal);
+    signal(SIGSEGV, on_fatal_signal);
+    for (size_t i = 0; i < sizeof tests / sizeof tests[0]; i++) {
+        if (strcmp(argv[1], tests[i].name) != 0)
+            continue;
+        if (tests[i].needs_service && access(service_path(), X_OK) != 0)
+            HC_SKIP("%s not built", service_path());
+        tests[i].fn();
+        fprintf(stderr, "ok %s\n", argv[1]);
+        return 0;
+    }
+    fprintf(stderr, "test_client: no test named %s\n", argv[1]);
+    return 2;
+}
