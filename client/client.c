@@ -30,20 +30,20 @@
 
 #define DOMAIN "client"
 #define ENDPOINT "/v1/upscale"
-#define POLL_SLICE_MS 50      /* how often a waiting run() looks at its cancel flags */
-#define BACKOFF_FIRST_MS 100  /* first retry wait when no other URL is healthy */
-#define BACKOFF_MAX_MS 5000   /* no single wait is longer (Retry-After included) */
-#define PENALTY_FIRST_MS 250  /* a failed URL is avoided this long, doubling per failure */
+#define POLL_SLICE_MS 50     /* how often a waiting run() looks at its cancel flags */
+#define BACKOFF_FIRST_MS 100 /* first retry wait when no other URL is healthy */
+#define BACKOFF_MAX_MS 5000  /* no single wait is longer (Retry-After included) */
+#define PENALTY_FIRST_MS 250 /* a failed URL is avoided this long, doubling per failure */
 #define PENALTY_MAX_MS 10000
-#define ERROR_BODY_MAX 4096   /* bytes of a non-200 answer kept for the message */
+#define ERROR_BODY_MAX 4096 /* bytes of a non-200 answer kept for the message */
 #define TOKEN_MAX 4096
 
 enum encoding { ENC_NONE, ENC_ZSTD, ENC_LZ4 };
 
 struct url_state {
-    char *url;            /* the full endpoint */
-    int fails;            /* consecutive failed attempts */
-    uint64_t down_until;  /* monotonic ms: picked before this only when nothing else is up */
+    char *url;           /* the full endpoint */
+    int fails;           /* consecutive failed attempts */
+    uint64_t down_until; /* monotonic ms: picked before this only when nothing else is up */
 };
 
 /* One multi handle and its easy handles; used by one run() at a time. */
@@ -225,8 +225,7 @@ hc_client_open(const struct hc_client_opts *o, struct hc_client **out)
     else if (o->encoding && strcmp(o->encoding, "lz4") == 0)
         enc = ENC_LZ4;
     else if (o->encoding && *o->encoding && strcmp(o->encoding, "identity") != 0)
-        return hc_error(-EINVAL, DOMAIN, "unknown encoding '%s' (zstd, lz4 or none)",
-                        o->encoding);
+        return hc_error(-EINVAL, DOMAIN, "unknown encoding '%s' (zstd, lz4 or none)", o->encoding);
     if (o->token) {
         size_t tl = strlen(o->token);
         if (tl == 0 || tl > TOKEN_MAX)
@@ -386,8 +385,10 @@ hc_client_read_token(const char *path, char **token)
     }
     for (size_t i = 0; i < len; i++)
         if ((unsigned char)buf[i] < 0x21 || buf[i] == 0x7f) {
-            rc = hc_error(-EINVAL, DOMAIN, "token file %s: token holds a space or control "
-                          "character", path);
+            rc = hc_error(-EINVAL, DOMAIN,
+                          "token file %s: token holds a space or control "
+                          "character",
+                          path);
             goto out;
         }
     char *t = strdup(buf);
@@ -609,8 +610,10 @@ decompress_body(enum encoding enc, const uint8_t *in, size_t len, size_t expect,
                 break;
             }
             if (ob.pos > expect) {
-                rc = hc_error(-EPROTO, DOMAIN, "zstd response inflates past the %zu bytes asked "
-                              "for", expect);
+                rc = hc_error(-EPROTO, DOMAIN,
+                              "zstd response inflates past the %zu bytes asked "
+                              "for",
+                              expect);
                 break;
             }
             if (ib.pos == before_in && ob.pos == before_out) {
@@ -637,8 +640,10 @@ decompress_body(enum encoding enc, const uint8_t *in, size_t len, size_t expect,
             ipos += src;
             opos += dst;
             if (opos > expect) {
-                rc = hc_error(-EPROTO, DOMAIN, "lz4 response inflates past the %zu bytes asked "
-                              "for", expect);
+                rc = hc_error(-EPROTO, DOMAIN,
+                              "lz4 response inflates past the %zu bytes asked "
+                              "for",
+                              expect);
                 break;
             }
             if (src == 0 && dst == 0) {
@@ -664,20 +669,20 @@ out:
 enum req_state { REQ_WAIT, REQ_BUSY, REQ_DONE };
 
 struct req {
-    size_t first, n;   /* tiles[first .. first+n) */
+    size_t first, n; /* tiles[first .. first+n) */
     enum req_state state;
     int attempts;
-    int last_url;      /* -1 before the first attempt */
-    uint64_t due;      /* monotonic ms before which it is not sent (backoff) */
-    uint8_t *body;     /* the encoded request, kept for retries */
+    int last_url;  /* -1 before the first attempt */
+    uint64_t due;  /* monotonic ms before which it is not sent (backoff) */
+    uint8_t *body; /* the encoded request, kept for retries */
     size_t body_len;
-    size_t expect;     /* bytes of the plain response */
-    char why[400];     /* the last failure, for the final message */
+    size_t expect; /* bytes of the plain response */
+    char why[400]; /* the last failure, for the final message */
 };
 
 struct xfer {
     CURL *easy;
-    struct req *r;     /* NULL: slot free */
+    struct req *r; /* NULL: slot free */
     int url;
     uint8_t *buf;
     size_t len, cap, limit;
@@ -956,7 +961,7 @@ accept_response(struct run *R, struct xfer *x, struct req *r)
     if (x->encoding[0] && strcasecmp(x->encoding, "identity") != 0) {
         enum encoding e = strcasecmp(x->encoding, "zstd") == 0  ? ENC_ZSTD
                           : strcasecmp(x->encoding, "lz4") == 0 ? ENC_LZ4
-                                                               : ENC_NONE;
+                                                                : ENC_NONE;
         if (e == ENC_NONE) {
             rc = hc_error(-EPROTO, DOMAIN, "response in an unknown Content-Encoding '%s'",
                           x->encoding);
@@ -968,8 +973,7 @@ accept_response(struct run *R, struct xfer *x, struct req *r)
         len = r->expect;
     }
     if (len != r->expect) {
-        rc = hc_error(-EPROTO, DOMAIN, "response of %zu bytes, %zu were asked for", len,
-                      r->expect);
+        rc = hc_error(-EPROTO, DOMAIN, "response of %zu bytes, %zu were asked for", len, r->expect);
         goto out;
     }
     if ((rc = hc_wire_parse(HC_WIRE_MAGIC_RESPONSE, body, len, wt, px, r->n, &n)))
@@ -986,8 +990,10 @@ accept_response(struct run *R, struct xfer *x, struct req *r)
             w->image_h != (uint32_t)g->src_h || memcmp(&w->out, &t->out, sizeof w->out) != 0 ||
             memcmp(&w->src, &t->src, sizeof w->src) != 0 || w->channels != g->channels ||
             w->depth != g->depth || w->scale != g->scale || w->filter != (int)g->filter) {
-            rc = hc_error(-EPROTO, DOMAIN, "response tile %zu (id %u) is not the tile asked for "
-                          "(id %u)", i, w->id, t->index);
+            rc = hc_error(-EPROTO, DOMAIN,
+                          "response tile %zu (id %u) is not the tile asked for "
+                          "(id %u)",
+                          i, w->id, t->index);
             goto out;
         }
     }
@@ -1023,8 +1029,8 @@ finish(struct run *R, struct xfer *x, CURLcode res)
 
     if (res != CURLE_OK) {
         if (x->overflow)
-            snprintf(r->why, sizeof r->why, "%s: response longer than the %zu bytes asked for",
-                     url, r->expect);
+            snprintf(r->why, sizeof r->why, "%s: response longer than the %zu bytes asked for", url,
+                     r->expect);
         else
             snprintf(r->why, sizeof r->why, "%s: %s%s%s%s", url, curl_easy_strerror(res),
                      x->errbuf[0] ? " (" : "", x->errbuf, x->errbuf[0] ? ")" : "");
@@ -1096,8 +1102,10 @@ http_run(void *ctx, const struct hc_job_geom *g, struct hc_tile *tiles, size_t n
     R.sh = R.c->sh;
     if (g->channels < 1 || g->channels > HC_MAX_CHANNELS || (g->depth != 8 && g->depth != 16) ||
         g->scale < 1 || g->scale > HC_MAX_SCALE || g->src_w < 1 || g->src_h < 1)
-        return hc_error(-EINVAL, DOMAIN, "run: bad job geometry (%dx%d, %d channels, %d bit, "
-                        "scale %d)", g->src_w, g->src_h, g->channels, g->depth, g->scale);
+        return hc_error(-EINVAL, DOMAIN,
+                        "run: bad job geometry (%dx%d, %d channels, %d bit, "
+                        "scale %d)",
+                        g->src_w, g->src_h, g->channels, g->depth, g->scale);
     if (n == 0)
         return 0;
     if (cancelled(&R))

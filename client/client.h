@@ -36,17 +36,17 @@ extern "C" {
 struct hc_client;
 
 struct hc_client_opts {
-    const char *const *urls;  /* service base URLs ("http://host:port", a path prefix is
-                                 kept; "/v1/upscale" is appended unless already there) */
-    size_t nurls;             /* 1.. */
-    const char *token;        /* bearer token; NULL: none */
-    int inflight;             /* requests in flight per run() call, default 8 */
-    int tiles_per_request;    /* batch size, default 4 (1..HC_WIRE_MAX_TILES) */
-    int connect_timeout_ms;   /* default 3000 */
-    int timeout_ms;           /* per request attempt, default 60000 */
-    int retries;              /* extra attempts per request, default 3 */
-    const char *encoding;     /* "zstd", "lz4" or NULL (raw): request bodies are compressed so,
-                                 and responses are asked for (Accept-Encoding) the same way */
+    const char *const *urls;    /* service base URLs ("http://host:port", a path prefix is
+                                   kept; "/v1/upscale" is appended unless already there) */
+    size_t nurls;               /* 1.. */
+    const char *token;          /* bearer token; NULL: none */
+    int inflight;               /* requests in flight per run() call, default 8 */
+    int tiles_per_request;      /* batch size, default 4 (1..HC_WIRE_MAX_TILES) */
+    int connect_timeout_ms;     /* default 3000 */
+    int timeout_ms;             /* per request attempt, default 60000 */
+    int retries;                /* extra attempts per request, default 3 */
+    const char *encoding;       /* "zstd", "lz4" or NULL (raw): request bodies are compressed so,
+                                   and responses are asked for (Accept-Encoding) the same way */
     const volatile int *cancel; /* optional, client-wide: run() stops with -ECANCELED once
                                    *cancel != 0 (e.g. hc's SIGINT flag). Per-job flags: see
                                    hc_client_derive(). */

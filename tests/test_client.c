@@ -234,8 +234,8 @@ connections_to(int port)
     }
     while (fgets(line, sizeof line, f)) {
         unsigned la, lp, ra, rp, st;
-        if (sscanf(line, " %*d: %x:%x %x:%x %x", &la, &lp, &ra, &rp, &st) == 5 &&
-            (int)rp == port && st == 1)
+        if (sscanf(line, " %*d: %x:%x %x:%x %x", &la, &lp, &ra, &rp, &st) == 5 && (int)rp == port &&
+            st == 1)
             n++;
     }
     fclose(f);
@@ -246,8 +246,8 @@ connections_to(int port)
 
 struct job {
     struct hc_job_geom g;
-    uint8_t *src;           /* whole source image, packed */
-    uint8_t *ref;           /* whole reference output, packed */
+    uint8_t *src; /* whole source image, packed */
+    uint8_t *ref; /* whole reference output, packed */
     struct hc_tile *tiles;
     size_t ntiles;
     size_t plain_request_bytes; /* wire size of all tiles uncompressed, for encoding checks */
@@ -269,8 +269,12 @@ static void
 job_make(struct job *j, int w, int h, int channels, int depth, int scale, int tile, int smooth)
 {
     memset(j, 0, sizeof *j);
-    j->g = (struct hc_job_geom){.src_w = w, .src_h = h, .scale = scale, .channels = channels,
-                                .depth = depth, .filter = HC_FILTER_BICUBIC};
+    j->g = (struct hc_job_geom){.src_w = w,
+                                .src_h = h,
+                                .scale = scale,
+                                .channels = channels,
+                                .depth = depth,
+                                .filter = HC_FILTER_BICUBIC};
     size_t bpp = hc_pixel_bytes(channels, depth);
     int ow = w * scale, oh = h * scale;
     j->src = malloc((size_t)w * h * bpp);
@@ -279,8 +283,8 @@ job_make(struct job *j, int w, int h, int channels, int depth, int scale, int ti
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++)
             for (int c = 0; c < channels; c++) {
-                uint32_t v = smooth ? (uint32_t)((x * 3 + y * 2 + c * 40) & 0xff) + (rng() & 3)
-                                    : rng();
+                uint32_t v =
+                    smooth ? (uint32_t)((x * 3 + y * 2 + c * 40) & 0xff) + (rng() & 3) : rng();
                 size_t i = ((size_t)y * w + x) * channels + c;
                 if (depth == 8)
                     j->src[i] = (uint8_t)v;
@@ -288,10 +292,22 @@ job_make(struct job *j, int w, int h, int channels, int depth, int scale, int ti
                     ((uint16_t *)j->src)[i] = (uint16_t)(smooth ? v * 257 : v);
             }
 
-    struct hc_view sv = {.data = j->src, .stride = (size_t)w * bpp, .x = 0, .y = 0, .w = w,
-                         .h = h, .channels = channels, .depth = depth};
-    struct hc_view dv = {.data = j->ref, .stride = (size_t)ow * bpp, .x = 0, .y = 0, .w = ow,
-                         .h = oh, .channels = channels, .depth = depth};
+    struct hc_view sv = {.data = j->src,
+                         .stride = (size_t)w * bpp,
+                         .x = 0,
+                         .y = 0,
+                         .w = w,
+                         .h = h,
+                         .channels = channels,
+                         .depth = depth};
+    struct hc_view dv = {.data = j->ref,
+                         .stride = (size_t)ow * bpp,
+                         .x = 0,
+                         .y = 0,
+                         .w = ow,
+                         .h = oh,
+                         .channels = channels,
+                         .depth = depth};
     HC_CHECK_MSG(hc_bicubic_resize_ref(&sv, w, h, scale, &dv) == 0, "%s", hc_last_error());
 
     int tx = (ow + tile - 1) / tile, ty = (oh + tile - 1) / tile;
@@ -302,8 +318,9 @@ job_make(struct job *j, int w, int h, int channels, int depth, int scale, int ti
         for (int c = 0; c < tx; c++) {
             struct hc_tile *t = &j->tiles[(size_t)r * tx + c];
             t->index = (uint32_t)(r * tx + c);
-            t->out = (struct hc_rect){c * tile, r * tile, ow - c * tile < tile ? ow - c * tile : tile,
-                                      oh - r * tile < tile ? oh - r * tile : tile};
+            t->out =
+                (struct hc_rect){c * tile, r * tile, ow - c * tile < tile ? ow - c * tile : tile,
+                                 oh - r * tile < tile ? oh - r * tile : tile};
             hc_tile_src_rect(w, h, scale, &t->out, &t->src);
             uint8_t *sp = malloc((size_t)t->src.w * t->src.h * bpp);
             t->out_px = malloc((size_t)t->out.w * t->out.h * bpp);
@@ -455,9 +472,9 @@ test_encodings(void)
         size_t plain = j.plain_request_bytes + 8 * st.requests;
         HC_CHECK_MSG(st.bytes_sent < plain * 3 / 4, "%s: sent %llu of %zu plain bytes", encs[e],
                      (unsigned long long)st.bytes_sent, plain);
-        fprintf(stderr, "%s: requests %llu bytes sent %llu (plain %zu), received %llu\n",
-                encs[e], (unsigned long long)st.requests, (unsigned long long)st.bytes_sent,
-                plain, (unsigned long long)st.bytes_received);
+        fprintf(stderr, "%s: requests %llu bytes sent %llu (plain %zu), received %llu\n", encs[e],
+                (unsigned long long)st.requests, (unsigned long long)st.bytes_sent, plain,
+                (unsigned long long)st.bytes_received);
         hc_client_close(c);
     }
     job_free(&j);
@@ -535,10 +552,12 @@ test_kill_midjob(void)
     job_verify(&j, "one of two services killed mid-job");
     struct hc_client_stats st;
     hc_client_stats(c, &st);
-    fprintf(stderr, "kill_midjob: killed after %llu responses; requests %llu, failures %llu, "
-            "retries %llu, failovers %llu\n", (unsigned long long)k.seen,
-            (unsigned long long)st.requests, (unsigned long long)st.failures,
-            (unsigned long long)st.retries, (unsigned long long)st.failovers);
+    fprintf(stderr,
+            "kill_midjob: killed after %llu responses; requests %llu, failures %llu, "
+            "retries %llu, failovers %llu\n",
+            (unsigned long long)k.seen, (unsigned long long)st.requests,
+            (unsigned long long)st.failures, (unsigned long long)st.retries,
+            (unsigned long long)st.failovers);
     HC_CHECK(st.failures >= 1 && st.failovers >= 1);
     HC_CHECK_EQ(st.tiles, j.ntiles);
     service_kill(&a);
@@ -799,10 +818,14 @@ main(int argc, char **argv)
         void (*fn)(void);
         int needs_service;
     } tests[] = {
-        {"basic", test_basic, 1},       {"encodings", test_encodings, 1},
-        {"failover_dead", test_failover_dead, 1}, {"kill_midjob", test_kill_midjob, 1},
-        {"all_dead", test_all_dead, 0}, {"token", test_token, 1},
-        {"cancel", test_cancel, 0},     {"concurrent", test_concurrent, 1},
+        {"basic", test_basic, 1},
+        {"encodings", test_encodings, 1},
+        {"failover_dead", test_failover_dead, 1},
+        {"kill_midjob", test_kill_midjob, 1},
+        {"all_dead", test_all_dead, 0},
+        {"token", test_token, 1},
+        {"cancel", test_cancel, 0},
+        {"concurrent", test_concurrent, 1},
         {"opts", test_opts, 0},
     };
     if (argc != 2) {
