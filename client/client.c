@@ -1031,9 +1031,15 @@ finish(struct run *R, struct xfer *x, CURLcode res)
         if (x->overflow)
             snprintf(r->why, sizeof r->why, "%s: response longer than the %zu bytes asked for", url,
                      r->expect);
-        else
-            snprintf(r->why, sizeof r->why, "%s: %s%s%s%s", url, curl_easy_strerror(res),
-                     x->errbuf[0] ? " (" : "", x->errbuf, x->errbuf[0] ? ")" : "");
+        else {
+            /* libcurl's text for a refused connection does not say "refused": the OS
+             * errno does, and it is what a person debugging a dead service looks for. */
+            long oe = 0;
+            curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &oe);
+            snprintf(r->why, sizeof r->why, "%s: %s%s%s%s%s%s", url, curl_easy_strerror(res),
+                     x->errbuf[0] ? " (" : "", x->errbuf, x->errbuf[0] ? ")" : "", oe ? ": " : "",
+                     oe ? strerror((int)oe) : "");
+        }
     } else if (status == 200) {
         if (accept_response(R, x, r) == 0) {
             url_ok(sh, x->url);
