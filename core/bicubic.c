@@ -1,0 +1,338 @@
+/* bicubic.c: hc_bicubic_resize: validation, the per-call plan (tap offsets and weights for
+ * every output column and row of the rectangle, computed once), threads over output rows,
+ * and the kernels of the SIMD level chosen at start-up.
+ *
+ * Order of work, as OpenCV does it (the float rounding of the vertical pass depends on it):
+ * each needed source row is filtered horizontally once per thread into a row of h values,
+ * kept in a ring of 4 rows; each output row is then one vertical pass over 4 such rows.
+ * Rows of h are float (exact integers for 8 bit), so the vertical kernels vectorise without
+ * integer multiplies that SSE2 lacks.
+ */
+#include "bicubic.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "bicubic_simd.h"
+#include "error.h"
+#include "tile.h"
+
+/* Below this many output samples a call runs on the calling thread: starting threads
+ * costs more than it saves (a 64x64 RGB tile at x2 is 49152 samples). */
+#define BC_INLINE_SAMPLES (256 * 1024)
+
+int
+hc_bicubic_check(const struct hc_view *src, int src_w, int src_h, int scale,
+                 const struct hc_view *dst)
+{
+    if (!src || !dst || !src->data || !dst->data)
+        return hc_error(-EINVAL, "bicubic", "missing source or destination");
+    if (scale < 1 || scale > HC_MAX_SCALE)
+        return hc_error(-EINVAL, "bicubic", "scale %d outside 1..%d", scale, HC_MAX_SCALE);
+    if (src->channels < 1 || src->channels > HC_MAX_CHANNELS || src->channels != dst->channels)
+        return hc_error(-EINVAL, "bicubic", "channels %d -> %d (need equal, 1..4)",
+                        src->channels, dst->channels);
+    if ((src->depth != 8 && src->depth != 16) || src->depth != dst->depth)
+        return hc_error(-EINVAL, "bicubic", "depth %d -> %d (need equal, 8 or 16)", src->depth,
+                        dst->depth);
+    if (src_w < 1 || src_h < 1 || (long)src_w * scale > INT_MAX / HC_MAX_CHANNELS ||
+        (long)src_h * scale > INT_MAX)
+        return hc_error(-EINVAL, "bicubic", "bad image size %dx%d at x%d", src_w, src_h, scale);
+    long dw = (long)src_w * scale, dh = (long)src_h * scale;
+    if (dst->w < 0 || dst->h < 0 || dst->x < 0 || dst->y < 0 || dst->x + (long)dst->w > dw ||
+        dst->y + (long)dst->h > dh)
+        return hc_error(-EINVAL, "bicubic", "output rect %d,%d %dx%d outside %ldx%ld", dst->x,
+                        dst->y, dst->w, dst->h, dw, dh);
+    size_t bpp = hc_pixel_bytes(dst->channels, dst->depth);
+    if (dst->h > 1 && dst->stride < (size_t)dst->w * bpp)
+        return hc_error(-EINVAL, "bicubic", "output stride %zu < row of %zu bytes", dst->stride,
+                        (size_t)dst->w * bpp);
+    if (dst->w == 0 || dst->h == 0)
+        return 0;
+    if (src->w < 0 || src->h < 0 || src->x < 0 || src->y < 0 || src->x + (long)src->w > src_w ||
+        src->y + (long)src->h > src_h)
+        return hc_error(-EINVAL, "bicubic", "source window %d,%d %dx%d outside %dx%d", src->x,
+                        src->y, src->w, src->h, src_w, src_h);
+    if (src->h > 1 && src->stride < (size_t)src->w * bpp)
+        return hc_error(-EINVAL, "bicubic", "source stride %zu < row of %zu bytes", src->stride,
+                        (size_t)src->w * bpp);
+    struct hc_rect need, out = {dst->x, dst->y, dst->w, dst->h};
+    hc_tile_src_rect(src_w, src_h, scale, &out, &need);
+    if (need.x < src->x || need.y < src->y || need.x + need.w > src->x + src->w ||
+        need.y + need.h > src->y + src->h)
+        return hc_error(-EINVAL, "bicubic",
+                        "source window %d,%d %dx%d lacks padded rect %d,%d %dx%d", src->x,
+                        src->y, src->w, src->h, need.x, need.y, need.w, need.h);
+    return 0;
+}
+
+const struct hc_bc_kernels *
+hc_bc_kernels_for(enum hc_simd level)
+{
+    if (!hc_cpu_supports(level))
+        return NULL;
+    switch (level) {
+    case HC_SIMD_SCALAR: return &hc_bc_kernels_scalar;
+#if defined(HC_HAVE_SSE2)
+    case HC_SIMD_SSE2: return &hc_bc_kernels_sse2;
+#endif
+#if defined(HC_HAVE_AVX2)
+    case HC_SIMD_AVX2: return &hc_bc_kernels_avx2;
+#endif
+#if defined(HC_HAVE_NEON)
+    case HC_SIMD_NEON: return &hc_bc_kernels_neon;
+#endif
+    default: return NULL;
+    }
+}
+
+struct bc_job {
+    const struct hc_bc_kernels *k;
+    const struct hc_view *src;
+    struct hc_view *dst;
+    struct hc_bc_hplan plan;
+    const int32_t *yrow; /* per output row: 4 global source rows */
+    const int16_t *yib;  /* per output row: 4 Q11 weights */
+    const float *yb;     /* per output row: 4 float weights (8 bit: Q11 * 2^-22) */
+    int nfloat;          /* elements of a rect row in OpenCV's SIMD region */
+};
+
+struct bc_part {
+    struct bc_job *job;
+    int y0, y1; /* rows of the output rect (0-based) */
+    int rc;
+};
+
+static void *
+bc_run(void *arg)
+{
+    struct bc_part *part = arg;
+    struct bc_job *j = part->job;
+    const struct hc_view *src = j->src;
+    int n = j->plan.n;
+    size_t hstride = ((size_t)n + 15) & ~(size_t)15;
+    float *hbuf = NULL;
+    int tags[4] = {INT_MIN, INT_MIN, INT_MIN, INT_MIN};
+
+    part->rc = 0;
+    if (posix_memalign((void **)&hbuf, 64, 4 * hstride * sizeof(float)) != 0) {
+        part->rc = -ENOMEM;
+        goto out;
+    }
+    for (int r = part->y0; r < part->y1; r++) {
+        const float *h[4];
+        for (int k = 0; k < 4; k++) {
+            int row = j->yrow[4 * r + k];
+            int slot = row & 3; /* the 4 rows of one output row are consecutive: distinct */
+            float *hr = hbuf + (size_t)slot * hstride;
+            if (tags[slot] != row) {
+                const uint8_t *srow = src->data + (size_t)(row - src->y) * src->stride;
+                if (src->depth == 8)
+                    j->k->h8(srow, &j->plan, hr);
+                else
+                    j->k->h16(srow, &j->plan, hr);
+                tags[slot] = row;
+            }
+            h[k] = hr;
+        }
+        uint8_t *drow = j->dst->data + (size_t)r * j->dst->stride;
+        if (src->depth == 8)
+            j->k->v8(h, j->yb + 4 * r, j->yib + 4 * r, drow, n, j->nfloat);
+        else
+            j->k->v16(h, j->yb + 4 * r, drow, n, j->nfloat);
+    }
+out:
+    free(hbuf);
+    return NULL;
+}
+
+/* The 8-bit shuffle blocks (see struct hc_bc_hplan). Returns how many leading blocks are
+ * usable: a block must be 4 whole elements, its taps within 16 bytes, and its 16-byte load
+ * inside the window's row. */
+static int
+bc_blocks(struct hc_bc_hplan *p, int32_t *boff, uint8_t *bmask, int16_t *bw, int row_bytes)
+{
+    int cn = p->cn, nb = p->n / 4;
+    for (int b = 0; b < nb; b++) {
+        int lo = INT_MAX, hi = INT_MIN;
+        for (int j = 0; j < 4; j++) {
+            int e = 4 * b + j, x = e / cn, c = e - x * cn;
+            for (int k = 0; k < 4; k++) {
+                int s = p->xoff[4 * x + k] + c;
+                lo = s < lo ? s : lo;
+                hi = s > hi ? s : hi;
+            }
+        }
+        if (hi - lo >= 16 || lo + 16 > row_bytes)
+            return b;
+        boff[b] = lo;
+        for (int j = 0; j < 4; j++) {
+            int e = 4 * b + j, x = e / cn, c = e - x * cn;
+            uint8_t *m = bmask + 32 * b + 16 * (j / 2) + 8 * (j % 2);
+            for (int k = 0; k < 4; k++) {
+                m[2 * k] = (uint8_t)(p->xoff[4 * x + k] + c - lo);
+                m[2 * k + 1] = 0x80; /* zero high byte: u8 -> u16 */
+                bw[16 * b + 4 * j + k] = p->xa[4 * x + k];
+            }
+        }
+    }
+    return nb;
+}
+
+int
+hc_bicubic_resize_with(const struct hc_bc_kernels *k, const struct hc_view *src, int src_w,
+                       int src_h, int scale, struct hc_view *dst, int nthreads)
+{
+    int rc = hc_bicubic_check(src, src_w, src_h, scale, dst);
+    if (rc || dst->w == 0 || dst->h == 0)
+        return rc;
+
+    int cn = dst->channels, w = dst->w, hgt = dst->h;
+    int n = w * cn;
+    struct bc_job job;
+    struct bc_part *parts = NULL;
+    pthread_t *tids = NULL;
+    char *started = NULL;
+    void *mem = NULL;
+    memset(&job, 0, sizeof(job));
+
+    /* One allocation for the plan. */
+    int nb = n / 4;
+    size_t sz_xoff = (size_t)w * 4 * sizeof(int32_t), sz_xa = (size_t)w * 4 * sizeof(int16_t);
+    size_t sz_xf = (size_t)w * 4 * sizeof(float), sz_boff = (size_t)nb * sizeof(int32_t);
+    size_t sz_bmask = (size_t)nb * 32, sz_bw = (size_t)nb * 16 * sizeof(int16_t);
+    size_t sz_yrow = (size_t)hgt * 4 * sizeof(int32_t), sz_yib = (size_t)hgt * 4 * sizeof(int16_t);
+    size_t sz_yb = (size_t)hgt * 4 * sizeof(float);
+    size_t total = sz_xoff + sz_xf + sz_yrow + sz_yb + sz_boff + sz_bw + sz_bmask + sz_xa +
+                   sz_yib + 64;
+    mem = malloc(total);
+    if (!mem) {
+        rc = hc_error(-ENOMEM, "bicubic", "out of memory for a %dx%d plan", w, hgt);
+        goto out;
+    }
+    /* Carve in order of alignment: 4-byte arrays first, then bytes and shorts. */
+    uint8_t *m = mem;
+    int32_t *xoff = (int32_t *)m; m += sz_xoff;
+    float *xf = (float *)m; m += sz_xf;
+    int32_t *yrow = (int32_t *)m; m += sz_yrow;
+    float *yb = (float *)m; m += sz_yb;
+    int32_t *boff = (int32_t *)m; m += sz_boff;
+    int16_t *bw = (int16_t *)m; m += sz_bw;
+    uint8_t *bmask = m; m += sz_bmask;
+    int16_t *xa = (int16_t *)m; m += sz_xa;
+    int16_t *yib = (int16_t *)m;
+
+    for (int x = 0; x < w; x++) {
+        int ix;
+        float t, c[4];
+        hc_bicubic_map(dst->x + x, scale, &ix, &t);
+        hc_bicubic_coeffs(t, c);
+        for (int q = 0; q < 4; q++) {
+            int sx = ix - 1 + q;
+            sx = sx < 0 ? 0 : sx > src_w - 1 ? src_w - 1 : sx;
+            xoff[4 * x + q] = (sx - src->x) * cn;
+            xf[4 * x + q] = c[q];
+            xa[4 * x + q] = hc_bicubic_q11(c[q]);
+        }
+    }
+    for (int y = 0; y < hgt; y++) {
+        int iy;
+        float t, c[4];
+        hc_bicubic_map(dst->y + y, scale, &iy, &t);
+        hc_bicubic_coeffs(t, c);
+        for (int q = 0; q < 4; q++) {
+            int sy = iy - 1 + q;
+            yrow[4 * y + q] = sy < 0 ? 0 : sy > src_h - 1 ? src_h - 1 : sy;
+            yib[4 * y + q] = hc_bicubic_q11(c[q]);
+            yb[4 * y + q] = dst->depth == 8 ? (float)yib[4 * y + q] * (1.0f / (2048.0f * 2048.0f))
+                                            : c[q];
+        }
+    }
+
+    job.k = k;
+    job.src = src;
+    job.dst = dst;
+    job.plan.cn = cn;
+    job.plan.w = w;
+    job.plan.n = n;
+    job.plan.xoff = xoff;
+    job.plan.xa = xa;
+    job.plan.xf = xf;
+    job.plan.boff = boff;
+    job.plan.bmask = bmask;
+    job.plan.bw = bw;
+    job.plan.nblk = dst->depth == 8 ? bc_blocks(&job.plan, boff, bmask, bw, src->w * cn) : 0;
+    job.yrow = yrow;
+    job.yib = yib;
+    job.yb = yb;
+    {
+        long simd_end = hc_bicubic_simd_end((long)src_w * scale * cn);
+        long nf = simd_end - (long)dst->x * cn;
+        job.nfloat = nf < 0 ? 0 : nf > n ? n : (int)nf;
+    }
+
+    if (nthreads <= 0)
+        nthreads = hc_cpu_count();
+    if ((long)n * hgt < BC_INLINE_SAMPLES)
+        nthreads = 1;
+    if (nthreads > hgt)
+        nthreads = hgt;
+    parts = calloc((size_t)nthreads, sizeof(*parts));
+    tids = calloc((size_t)nthreads, sizeof(*tids));
+    started = calloc((size_t)nthreads, 1);
+    if (!parts || !tids || !started) {
+        rc = hc_error(-ENOMEM, "bicubic", "out of memory");
+        goto out;
+    }
+    for (int i = 0; i < nthreads; i++) {
+        parts[i].job = &job;
+        parts[i].y0 = (int)((long)hgt * i / nthreads);
+        parts[i].y1 = (int)((long)hgt * (i + 1) / nthreads);
+    }
+    /* Part 0 runs on the calling thread; a part whose thread cannot start runs here too. */
+    for (int i = 1; i < nthreads; i++) {
+        if (pthread_create(&tids[i], NULL, bc_run, &parts[i]) != 0) {
+            started[i] = 0;
+            bc_run(&parts[i]);
+        } else {
+            started[i] = 1;
+        }
+    }
+    bc_run(&parts[0]);
+    for (int i = 1; i < nthreads; i++)
+        if (started[i])
+            pthread_join(tids[i], NULL);
+    for (int i = 0; i < nthreads; i++)
+        if (parts[i].rc && !rc)
+            rc = parts[i].rc;
+    if (rc)
+        rc = hc_error(rc, "bicubic", "out of memory for row buffers");
+out:
+    free(parts);
+    free(tids);
+    free(started);
+    free(mem);
+    return rc;
+}
+
+static const struct hc_bc_kernels *bc_kernels;
+static pthread_once_t bc_once = PTHREAD_ONCE_INIT;
+
+static void
+bc_pick(void)
+{
+    bc_kernels = hc_bc_kernels_for(hc_cpu_level());
+    if (!bc_kernels)
+        bc_kernels = &hc_bc_kernels_scalar;
+}
+
+int
+hc_bicubic_resize(const struct hc_view *src, int src_w, int src_h, int scale,
+                  struct hc_view *dst, int nthreads)
+{
+    pthread_once(&bc_once, bc_pick);
+    return hc_bicubic_resize_with(bc_kernels, src, src_w, src_h, scale, dst, nthreads);
+}

@@ -1,0 +1,113 @@
+/* cpu.c: which SIMD level runs (build-time availability x CPU features x environment caps). */
+#include "cpu.h"
+
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMD
+#define HWCAP_ASIMD (1 << 1)
+#endif
+#endif
+
+int
+hc_cpu_supports(enum hc_simd level)
+{
+    switch (level) {
+    case HC_SIMD_SCALAR:
+        return 1;
+#if defined(HC_HAVE_SSE2) && (defined(__x86_64__) || defined(__i386__))
+    case HC_SIMD_SSE2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("sse2") ? 1 : 0;
+#endif
+#if defined(HC_HAVE_AVX2) && (defined(__x86_64__) || defined(__i386__))
+    case HC_SIMD_AVX2:
+        /* __builtin_cpu_supports also checks that the OS saves the ymm state (xgetbv). */
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") ? 1 : 0;
+#endif
+#if defined(HC_HAVE_NEON) && defined(__aarch64__)
+    case HC_SIMD_NEON:
+#if defined(__linux__)
+        return (getauxval(AT_HWCAP) & HWCAP_ASIMD) ? 1 : 0;
+#else
+        return 1; /* Advanced SIMD is mandatory on arm64 (Apple silicon included) */
+#endif
+#endif
+    default:
+        return 0;
+    }
+}
+
+const char *
+hc_simd_name(enum hc_simd level)
+{
+    switch (level) {
+    case HC_SIMD_SCALAR: return "scalar";
+    case HC_SIMD_SSE2: return "sse2";
+    case HC_SIMD_AVX2: return "avx2";
+    case HC_SIMD_NEON: return "neon";
+    }
+    return "unknown";
+}
+
+static enum hc_simd cpu_level = HC_SIMD_SCALAR;
+static pthread_once_t cpu_once = PTHREAD_ONCE_INIT;
+
+static void
+cpu_detect(void)
+{
+    enum hc_simd best = HC_SIMD_SCALAR;
+    const char *no = getenv("HC_NO_SIMD");
+    const char *cap = getenv("HC_SIMD");
+
+    if (hc_cpu_supports(HC_SIMD_NEON))
+        best = HC_SIMD_NEON;
+    else if (hc_cpu_supports(HC_SIMD_AVX2))
+        best = HC_SIMD_AVX2;
+    else if (hc_cpu_supports(HC_SIMD_SSE2))
+        best = HC_SIMD_SSE2;
+
+    if (cap && *cap) {
+        /* A cap lowers the level; naming a level this machine lacks leaves the best one
+         * it has below it (HC_SIMD=avx2 on an SSE2-only CPU runs SSE2). */
+        enum hc_simd want = best;
+        if (!strcmp(cap, "scalar"))
+            want = HC_SIMD_SCALAR;
+        else if (!strcmp(cap, "sse2"))
+            want = HC_SIMD_SSE2;
+        else if (!strcmp(cap, "avx2"))
+            want = HC_SIMD_AVX2;
+        else if (!strcmp(cap, "neon"))
+            want = HC_SIMD_NEON;
+        if (want == HC_SIMD_SCALAR)
+            best = HC_SIMD_SCALAR;
+        else if (want == HC_SIMD_NEON && best != HC_SIMD_NEON)
+            best = HC_SIMD_SCALAR;
+        else if (best != HC_SIMD_NEON && want < best)
+            best = want;
+        else if (best == HC_SIMD_NEON && want != HC_SIMD_NEON)
+            best = HC_SIMD_SCALAR;
+    }
+    if (no && *no && strcmp(no, "0") != 0)
+        best = HC_SIMD_SCALAR;
+    cpu_level = best;
+}
+
+enum hc_simd
+hc_cpu_level(void)
+{
+    pthread_once(&cpu_once, cpu_detect);
+    return cpu_level;
+}
+
+int
+hc_cpu_count(void)
+{
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : (int)n;
+}
