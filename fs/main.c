@@ -392,15 +392,16 @@ main(int argc, char *argv[])
 
     /* Every reader waiting in open() holds a worker thread: leave plenty for the rest. */
 #if FUSE_USE_VERSION >= 312
-    unsigned maxt = co.max_threads > 0 ? (unsigned)co.max_threads : 0;
+    /* fuse_parse_cmdline leaves UINT_MAX when -o max_threads= was not given. */
+    unsigned maxt = co.max_threads > 0 && co.max_threads <= 100000 ? co.max_threads : 0;
 #else
     unsigned maxt = 0;
 #endif
     if (maxt < 256)
         maxt = 256;
+    unsigned idle = co.max_idle_threads > 0 && co.max_idle_threads <= maxt ? co.max_idle_threads : 16;
     ret = co.singlethread ? fuse_loop(fs.fuse)
-                          : hc_platform_loop(fs.fuse, maxt, co.max_idle_threads > 0 ?
-                                                                (unsigned)co.max_idle_threads : 16);
+                          : hc_platform_loop(fs.fuse, maxt, idle);
     ret = ret == 0 ? 0 : 1;
     fprintf(stderr, "info hcfs: unmounting\n");
 

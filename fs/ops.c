@@ -232,6 +232,28 @@ fill_root(void *buf, fuse_fill_dir_t filler)
     return 0;
 }
 
+/* nullpath_ok lets libfuse pass readdir a NULL path: the directory handle keeps it. */
+static int
+hc_opendir(const char *path, struct fuse_file_info *fi)
+{
+    const char *rel;
+    if (classify(path, &rel) == AREA_NONE)
+        return -ENOENT;
+    char *copy = strdup(path);
+    if (!copy)
+        return -ENOMEM;
+    fi->fh = (uint64_t)(uintptr_t)copy;
+    return 0;
+}
+
+static int
+hc_releasedir(const char *path, struct fuse_file_info *fi)
+{
+    (void)path;
+    free((char *)(uintptr_t)fi->fh);
+    return 0;
+}
+
 static int
 hc_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
            struct fuse_file_info *fi, enum fuse_readdir_flags flags)
@@ -239,10 +261,11 @@ hc_readdir(const char *path, void *buf, fuse_fill_dir_t filler, off_t off,
     struct hcfs *fs = fs_get();
     const char *rel;
     char p[PATH_MAX], cp[PATH_MAX];
+    if (!path && fi && fi->fh)
+        path = (const char *)(uintptr_t)fi->fh;
     enum area a = classify(path, &rel);
     int r;
     (void)off;
-    (void)fi;
     (void)flags;
 
     if (a == AREA_ROOT)
@@ -942,7 +965,9 @@ const struct fuse_operations hc_fs_ops = {
     .getxattr = hc_getxattr,
     .listxattr = hc_listxattr,
     .removexattr = hc_removexattr,
+    .opendir = hc_opendir,
     .readdir = hc_readdir,
+    .releasedir = hc_releasedir,
     .access = hc_access,
     .create = hc_create,
     .utimens = hc_utimens,
