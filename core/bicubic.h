@@ -2,8 +2,11 @@
  *
  * The exact arithmetic is in shared/DESIGN.md: A = -0.75, half-pixel mapping computed from
  * *global* output indices, replicate borders at the true image edge, Q11 integer weights,
- * int32 accumulation, (v + 2^21) >> 22 for 8 bit; float weights and round-half-even for
- * 16 bit. Because positions come from global indices and taps are clamped to the global
+ * int32 horizontal accumulation; for 8 bit the vertical pass is OpenCV's: float32 with
+ * round-half-even for the first 8*floor(n/8) samples of each whole output row (n = output
+ * width * channels), (v + 2^21) >> 22 for the rest (the integer formula alone differs from
+ * cv2 by 1 on exact ties, even at x2; core/bicubic_simd.h has the exact operation order);
+ * float weights and round-half-even for 16 bit. Because positions come from global indices and taps are clamped to the global
  * image, any output rectangle computed from a source window that holds its padded source
  * rectangle (hc_tile_src_rect) is byte-identical to the same pixels of an untiled run.
  */
