@@ -265,9 +265,40 @@ reader_free(struct hc_reader *r)
 }
 
 static int
+header_limits(struct hc_reader *r, enum hc_format f, const struct hc_limits *lim)
+{
+    struct hc_probe_src *s = calloc(1, sizeof(*s));
+    struct hc_image_info info;
+    struct stat st;
+    int res;
+
+    if (!s)
+        return hc_error(-ENOMEM, "codec", "out of memory");
+    if (r->fp) {
+        s->fd = fileno(r->fp);
+        if (fstat(s->fd, &st) < 0) {
+            res = hc_error(-errno, "codec", "stat: %s", strerror(errno));
+            goto out;
+        }
+        s->len = (size_t)st.st_size;
+    } else {
+        s->fd = -1;
+        s->mem = r->mem;
+        s->len = r->mem_len;
+    }
+    res = f == HC_FORMAT_JPEG ? hc_jpeg_probe(s, &info) : hc_png_probe(s, &info);
+    if (res == 0)
+        res = hc_check_limits(hc_format_name(f), info.width, info.height, lim);
+out:
+    free(s);
+    return res;
+}
+
+static int
 reader_finish_open(struct hc_reader *r, const struct hc_limits *lim, struct hc_reader **out)
 {
     uint8_t head[16];
+    enum hc_format f;
     size_t n;
     int res;
 
@@ -287,7 +318,15 @@ reader_finish_open(struct hc_reader *r, const struct hc_limits *lim, struct hc_r
         res = hc_error(-EINVAL, "codec", "empty file (0 bytes)");
         goto out;
     }
-    res = reader_dispatch(r, hc_sniff(head, n));
+    f = hc_sniff(head, n);
+    if (f == HC_FORMAT_JPEG || f == HC_FORMAT_PNG) {
+        /* Our own header walk first: it applies the limits before libjpeg or libspng see
+         * the file (libjpeg would otherwise answer a 65535-pixel side with its own error). */
+        res = header_limits(r, f, lim);
+        if (res)
+            goto out;
+    }
+    res = reader_dispatch(r, f);
     if (res)
         goto out;
     /* A module that opened fine must have checked the size; recheck so no path forgets. */
