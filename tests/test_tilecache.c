@@ -526,7 +526,7 @@ test_tiles(void)
 struct model {
     int n;
     uint64_t size[32];
-    long used[32]; /* last access, -1: gone (or never made) */
+    long used[32];      /* last access, -1: gone (or never made) */
     int tiles_only[32]; /* a failed job: its tiles, no output */
 };
 
@@ -852,6 +852,27 @@ crash_tiles(void *arg)
     return NULL;
 }
 
+#define CRASH_SEQ_BASE 10000
+
+static size_t
+crash_len(int i)
+{
+    return 500 + (size_t)(i * 37 % 3000);
+}
+
+/* Finishes entries one after another until the process is killed. */
+static void *
+crash_commits(void *arg)
+{
+    struct hc_tc *tc = arg;
+    char k[HC_TC_KEY_LEN + 1];
+    for (int i = 0;; i++) {
+        key_n(CRASH_SEQ_BASE + (uint64_t)i, k);
+        make_done(tc, k, crash_len(i), CRASH_SEQ_BASE + (uint64_t)i);
+    }
+    return NULL;
+}
+
 static void
 test_crash(void)
 {
@@ -883,12 +904,14 @@ test_crash(void)
         /* b: running; a partial output under its final name, a temp file beside it. */
         HC_CHECK(hc_tc_begin(tc, b, HC_FORMAT_PNG, &e) == 0);
         write_file(e.path, data, 2000);
-        snprintf(tmp, sizeof tmp, "%s.tmp.999", e.path);
+        /* The writer's temp file (core/codec.c names it ".<name>.hc-XXXXXX"). */
+        snprintf(tmp, sizeof tmp, "%s/.%s.png.hc-abc123", outdir, b);
         write_file(tmp, data, 100);
         snprintf(stray, sizeof stray, "%s/notours.png", outdir);
         write_file(stray, data, 10);
         HC_CHECK(pthread_create(&th, NULL, crash_tiles, tc) == 0);
-        usleep(100 * 1000);
+        HC_CHECK(pthread_create(&th, NULL, crash_commits, tc) == 0);
+        usleep(300 * 1000);
         (void)!write(pipefd[1], "k", 1);
         raise(SIGKILL); /* mid-way: tiles are being written */
         _exit(3);
@@ -918,13 +941,37 @@ test_crash(void)
     snprintf(cpath, sizeof cpath, "%s/%s.png", outdir, c);
     HC_CHECK(!exists(bpath));
     HC_CHECK(!exists(cpath));
-    snprintf(tmp, sizeof tmp, "%s.tmp.999", bpath);
+    snprintf(tmp, sizeof tmp, "%s/.%s.png.hc-abc123", outdir, b);
     HC_CHECK(!exists(tmp));
-    HC_CHECK_EQ(count_dir(outdir, NULL), 1);
     HC_CHECK_EQ(count_dir(tiles, NULL), 0);
+
+    /* Entries committed one after another until the kill: every commit that returned is
+     * DONE with its exact bytes (a prefix of the sequence), the one in flight is gone. */
+    int ndone = 0, gap = 0;
+    uint64_t seq_bytes = 0;
+    for (int i = 0; gap < 20; i++) {
+        char k[HC_TC_KEY_LEN + 1];
+        key_n(CRASH_SEQ_BASE + (uint64_t)i, k);
+        HC_CHECK(hc_tc_lookup(tc, k, &e) == 0);
+        if (e.state != HC_TC_DONE) {
+            HC_CHECK_EQ(e.state, HC_TC_ABSENT);
+            gap++;
+            continue;
+        }
+        HC_CHECK_MSG(gap == 0, "entry %d DONE after a missing one", i);
+        HC_CHECK_EQ(e.size, crash_len(i));
+        unsigned char want[4096];
+        fill(want, crash_len(i), CRASH_SEQ_BASE + (uint64_t)i);
+        HC_CHECK_EQ(read_file(e.path, got, sizeof got), (long)crash_len(i));
+        HC_CHECK(memcmp(got, want, crash_len(i)) == 0);
+        seq_bytes += crash_len(i);
+        ndone++;
+    }
+    HC_CHECK_MSG(ndone > 0, "the child finished no entry before it was killed");
+    HC_CHECK_EQ(count_dir(outdir, NULL), 1 + ndone);
     hc_tc_stats(tc, &s);
-    HC_CHECK_EQ(s.entries, 1);
-    HC_CHECK_EQ(s.bytes, sizeof data);
+    HC_CHECK_EQ(s.entries, 1 + (uint64_t)ndone);
+    HC_CHECK_EQ(s.bytes, sizeof data + seq_bytes);
 
     /* The job runs again and its result survives a clean close. */
     make_done(tc, b, 2500, 502);

@@ -127,9 +127,9 @@ hc_tc_files_rmtree(const char *path, uint64_t *bytes)
         return errno == ENOENT ? 0 : hc_error(-errno, "tilecache", "%s: %s", path, strerror(errno));
     if (!S_ISDIR(st.st_mode)) {
         if (unlink(path) != 0)
-            return errno == ENOENT ? 0
-                                   : hc_error(-errno, "tilecache", "unlink %s: %s", path,
-                                              strerror(errno));
+            return errno == ENOENT
+                       ? 0
+                       : hc_error(-errno, "tilecache", "unlink %s: %s", path, strerror(errno));
         if (bytes && S_ISREG(st.st_mode))
             *bytes += (uint64_t)st.st_size;
         return 0;
@@ -178,9 +178,9 @@ hc_tc_files_read_exact(const char *path, void *buf, size_t len)
     int err = 0;
 
     if (fd < 0)
-        return errno == ENOENT ? -ENOENT
-                               : hc_error(-errno, "tilecache", "open %s: %s", path,
-                                          strerror(errno));
+        return errno == ENOENT
+                   ? -ENOENT
+                   : hc_error(-errno, "tilecache", "open %s: %s", path, strerror(errno));
     /* The size is checked before reading: a tile of the wrong size is never half-used. */
     if (fstat(fd, &st) != 0) {
         err = hc_error(-errno, "tilecache", "stat %s: %s", path, strerror(errno));

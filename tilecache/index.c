@@ -12,15 +12,7 @@
 #define INDEX_SCHEMA_VERSION 1
 #define INDEX_BUSY_TIMEOUT_MS 10000
 
-enum {
-    ST_GET,
-    ST_PUT,
-    ST_TOUCH,
-    ST_DELETE,
-    ST_OLDEST,
-    ST_LIST,
-    ST_COUNT
-};
+enum { ST_GET, ST_PUT, ST_TOUCH, ST_DELETE, ST_OLDEST, ST_LIST, ST_COUNT };
 
 static const char *const stmt_sql[ST_COUNT] = {
     [ST_GET] = "SELECT key, state, format, size, atime, error FROM entries WHERE key = ?1",
@@ -105,8 +97,8 @@ index_schema(struct hc_tc_index *ix)
     if (rc != SQLITE_ROW && rc != SQLITE_DONE)
         return index_fail(ix, rc, "user_version");
     if (version > INDEX_SCHEMA_VERSION)
-        return hc_error(-EBADMSG, "tilecache", "index: schema %d is newer than ours (%d)",
-                        version, INDEX_SCHEMA_VERSION);
+        return hc_error(-EBADMSG, "tilecache", "index: schema %d is newer than ours (%d)", version,
+                        INDEX_SCHEMA_VERSION);
 
     rc = sqlite3_exec(ix->db,
                       "BEGIN IMMEDIATE;"
@@ -139,8 +131,7 @@ hc_tc_index_open(const char *path, struct hc_tc_index **out)
         return hc_error(-ENOMEM, "tilecache", "index: out of memory");
     /* NOMUTEX: the caller serialises every use of the connection with its own mutex. */
     rc = sqlite3_open_v2(path, &ix->db,
-                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX,
-                         NULL);
+                         SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         err = index_fail(ix, rc, path);
         goto out;

@@ -90,11 +90,11 @@ key_valid(const char *key)
     return key[HC_TC_KEY_LEN] == '\0';
 }
 
-#define CHECK_KEY(key)                                                                     \
-    do {                                                                                   \
-        if (!key_valid(key))                                                               \
-            return hc_error(-EINVAL, "tilecache", "bad key (want %d lowercase hex digits)", \
-                            HC_TC_KEY_LEN);                                                \
+#define CHECK_KEY(key)                                                                             \
+    do {                                                                                           \
+        if (!key_valid(key))                                                                       \
+            return hc_error(-EINVAL, "tilecache", "bad key (want %d lowercase hex digits)",        \
+                            HC_TC_KEY_LEN);                                                        \
     } while (0)
 
 /* Access times: wall-clock nanoseconds (so they mean something across restarts), forced
@@ -219,8 +219,7 @@ hc_tc_lookup(struct hc_tc *tc, const char *key, struct hc_tc_entry *e)
         struct stat st;
         out_path(tc, key, r.format, path, sizeof path);
         if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != r.size) {
-            fprintf(stderr, "warn tilecache: %s vanished or changed size; entry dropped\n",
-                    path);
+            fprintf(stderr, "warn tilecache: %s vanished or changed size; entry dropped\n", path);
             err = hc_tc_index_delete(tc->ix, key);
             if (err)
                 goto out;
@@ -477,6 +476,8 @@ hc_tc_evict(struct hc_tc *tc)
 void
 hc_tc_stats(struct hc_tc *tc, struct hc_tc_stats *s)
 {
+    if (!tc || !s)
+        return;
     pthread_mutex_lock(&tc->mu);
     s->bytes = tc->done_bytes + tc->tile_bytes;
     s->entries = tc->done_entries;
@@ -587,8 +588,7 @@ tc_recover(struct hc_tc *tc)
         if (strlen(de->d_name) > HC_TC_KEY_LEN) {
             memcpy(key, de->d_name, HC_TC_KEY_LEN);
             key[HC_TC_KEY_LEN] = '\0';
-            if (key_valid(key) && hc_tc_index_get(tc->ix, key, &r) == 0 &&
-                r.state == HC_TC_DONE)
+            if (key_valid(key) && hc_tc_index_get(tc->ix, key, &r) == 0 && r.state == HC_TC_DONE)
                 out_path(tc, key, r.format, want, sizeof want);
         }
         if (want[0] && strcmp(want, path) == 0)
@@ -673,10 +673,13 @@ hc_tc_open(const struct hc_tc_opts *o, struct hc_tc **out)
         goto out;
     }
     if (flock(tc->lock_fd, LOCK_EX | LOCK_NB) != 0) {
-        err = errno == EWOULDBLOCK
-                  ? hc_error(-EBUSY, "tilecache", "cache %s is in use by another process", real)
-                  : hc_error(-errno, "tilecache", "lock %s: %s", lock, strerror(errno));
-        goto out;
+        if (errno == EWOULDBLOCK) {
+            err = hc_error(-EBUSY, "tilecache", "cache %s is in use by another process", real);
+            goto out;
+        }
+        /* Some network filesystems have no locks: run without, as SQLite itself would. */
+        fprintf(stderr, "warn tilecache: cannot lock %s (%s); make sure only one hcfs uses it\n",
+                lock, strerror(errno));
     }
     err = hc_tc_files_mkdirs(tc->out_dir);
     if (!err)
