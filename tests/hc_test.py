@@ -56,6 +56,16 @@ def save_png(arr, path):
 
 def load_png(path):
     """Reads a PNG to an array in RGB(A) order without our decoder."""
+    with open(path, "rb") as f:
+        head = f.read(26)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[24] == 16 and head[25] in (2, 6):
+        # PIL silently reduces 16-bit colour PNGs to 8 bits: read those with OpenCV.
+        a = cv2.imread(path, cv2.IMREAD_UNCHANGED)
+        if a is None or a.dtype != np.uint16:
+            fail(f"cannot read 16-bit {path}")
+        a = a.copy()
+        a[..., :3] = a[..., 2::-1]
+        return a
     im = Image.open(path)
     if im.mode in ("I;16", "I;16B", "I"):
         return np.array(im).astype(np.uint16)
