@@ -7,6 +7,7 @@
 #include <errno.h>
 #include <getopt.h>
 #include <limits.h>
+#include <signal.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -223,27 +224,28 @@ parse_opts(int argc, char **argv, struct args *a)
     return 0;
 }
 
-#ifdef HC_HAVE_CLIENT
-/* Reads a token file: first line, trailing whitespace removed. */
-static int
-read_token(const char *path, char *buf, size_t len)
-{
-    FILE *f = fopen(path, "r");
-    size_t n;
+/* SIGINT/SIGTERM ask the job to stop at the next band: the writer then removes its temporary
+ * file, where dying at once would leave it behind. */
+static volatile int stop_requested; /* int, not sig_atomic_t: the job polls it as an int */
 
-    if (!f)
-        return hc_error(-errno, "hc", "cannot read token file %s: %s", path, strerror(errno));
-    if (!fgets(buf, (int)len, f))
-        buf[0] = '\0';
-    fclose(f);
-    n = strlen(buf);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' '))
-        buf[--n] = '\0';
-    if (!n)
-        return hc_error(-EINVAL, "hc", "token file %s is empty", path);
-    return 0;
+static void
+on_signal(int sig)
+{
+    (void)sig;
+    stop_requested = 1;
 }
-#endif
+
+static void
+catch_signals(void)
+{
+    struct sigaction sa;
+
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
+}
 
 static int
 cmd_upscale(int argc, char **argv)
@@ -267,14 +269,15 @@ cmd_upscale(int argc, char **argv)
     clock_gettime(CLOCK_MONOTONIC, &prog.t0);
     a.up.progress = progress_cb;
     a.up.progress_ctx = &prog;
+    a.up.cancel = &stop_requested;
+    catch_signals();
 
     if (a.service) {
 #ifdef HC_HAVE_CLIENT
         struct hc_client_opts co;
         struct hc_client *cl = NULL;
         const char *urls[16];
-        char *list = strdup(a.service), *save = NULL, *tok;
-        char token[4096];
+        char *list = strdup(a.service), *save = NULL, *tok, *token = NULL;
         size_t n = 0;
 
         if (!list)
@@ -288,17 +291,17 @@ cmd_upscale(int argc, char **argv)
         hc_client_opts_default(&co);
         co.urls = urls;
         co.nurls = n;
-        if (a.token_file) {
-            if ((res = read_token(a.token_file, token, sizeof(token)))) {
-                free(list);
-                return fail();
-            }
-            co.token = token;
+        co.cancel = &stop_requested;
+        if (a.token_file && hc_client_read_token(a.token_file, &token)) {
+            free(list);
+            return fail();
         }
+        co.token = token;
         res = hc_client_open(&co, &cl);
         if (!res)
             res = hc_upscale_file(in, out, &a.up, &hc_backend_http, cl);
         hc_client_close(cl);
+        free(token);
         free(list);
 #else
         return usage_error("%s", "--service is not built in (libcurl was not found at build time)");
@@ -309,6 +312,10 @@ cmd_upscale(int argc, char **argv)
         res = hc_upscale_file(in, out, &a.up, NULL, NULL);
     }
     progress_end(&prog);
+    if (res == -ECANCELED && stop_requested) {
+        fprintf(stderr, "hc: interrupted; nothing written at %s\n", out);
+        return 130;
+    }
     return res ? fail_on(in) : 0;
 }
 
