@@ -357,7 +357,31 @@ def t_formats_and_meta():
     print("ok quality")
 
 
+def t_interrupt():
+    """SIGINT in the middle of a job: exit 130, nothing at OUT, no temporary file left."""
+    rng = np.random.default_rng(11)
+    inp = os.path.join(TMP, "big.png")
+    save_png(random_image(rng, 1500, 2000, 3, 8), inp)
+    outdir = os.path.join(TMP, "out")
+    os.makedirs(outdir)
+    out = os.path.join(outdir, "big_x4.png")
+    import signal
+    import time
+    p = subprocess.Popen([HC, "upscale", inp, out, "--scale", "4", "-q"], stderr=subprocess.PIPE,
+                         text=True)
+    time.sleep(0.5)
+    p.send_signal(signal.SIGINT)
+    err = p.communicate(timeout=60)[1]
+    if p.returncode == 0:
+        print("skip: the job finished before the signal (machine too fast)", file=sys.stderr)
+        sys.exit(77)
+    if p.returncode != 130 or os.listdir(outdir):
+        fail(f"interrupted job: exit {p.returncode}, left {os.listdir(outdir)}, stderr {err!r}")
+    print(f"ok interrupted: exit 130, '{err.strip()}'")
+
+
 TESTS = {
+    "interrupt": t_interrupt,
     "opencv_random": t_opencv_random,
     "opencv_photos": t_opencv_photos,
     "tiled_equals_untiled": t_tiled_equals_untiled,
