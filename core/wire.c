@@ -193,6 +193,28 @@ hc_wire_encode(uint32_t magic, const struct hc_wire_tile *tiles, const uint8_t *
 }
 
 int
+hc_wire_encode_header(uint32_t magic, const struct hc_wire_tile *tiles, size_t n, uint8_t *buf)
+{
+    int rc;
+
+    if (magic != HC_WIRE_MAGIC_REQUEST && magic != HC_WIRE_MAGIC_RESPONSE)
+        return hc_error(-EINVAL, "wire", "unknown magic 0x%08x", magic);
+    if (n < 1 || n > HC_WIRE_MAX_TILES)
+        return hc_error(-EINVAL, "wire", "%zu tiles (1-%d allowed)", n, HC_WIRE_MAX_TILES);
+    for (size_t i = 0; i < n; i++) {
+        rc = hc_wire_check_tile(&tiles[i]);
+        if (rc)
+            return rc;
+    }
+    put_u32(buf, magic);
+    put_u16(buf + 4, HC_WIRE_VERSION);
+    put_u16(buf + 6, (uint16_t)n);
+    for (size_t i = 0; i < n; i++)
+        put_desc(buf + HC_WIRE_HEADER_SIZE + i * HC_WIRE_DESC_SIZE, &tiles[i]);
+    return 0;
+}
+
+int
 hc_wire_parse(uint32_t magic, const uint8_t *buf, size_t len, struct hc_wire_tile *tiles,
               const uint8_t **pixels, size_t max, size_t *n)
 {
