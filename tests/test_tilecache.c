@@ -273,6 +273,10 @@ test_key(void)
     snprintf(path, sizeof path, "%s/missing", g_tmp);
     HC_CHECK_EQ(hc_tc_key_file(path, &p, k1), -ENOENT);
     HC_CHECK(strstr(hc_last_error(), "tilecache") != NULL);
+    HC_CHECK_EQ(hc_tc_key_file(g_tmp, &p, k1), -EINVAL); /* a directory */
+    snprintf(path, sizeof path, "%s/fifo", g_tmp);
+    HC_CHECK(mkfifo(path, 0600) == 0);
+    HC_CHECK_EQ(hc_tc_key_file(path, &p, k1), -EINVAL); /* would block forever */
     free(buf);
 }
 
@@ -392,6 +396,14 @@ test_states(void)
     HC_CHECK(hc_tc_lookup(tc, b, &e) == 0);
     HC_CHECK_EQ(e.state, HC_TC_ERROR);
     HC_CHECK(strcmp(e.error, "backend: connection refused") == 0);
+    /* A reason longer than the entry holds is cut, not overflowed. */
+    char longr[1000];
+    memset(longr, 'r', sizeof longr - 1);
+    longr[sizeof longr - 1] = '\0';
+    HC_CHECK(hc_tc_fail(tc, b, longr) == 0);
+    HC_CHECK(hc_tc_lookup(tc, b, &e) == 0);
+    HC_CHECK_EQ(strlen(e.error), sizeof e.error - 1);
+    HC_CHECK(strncmp(e.error, longr, sizeof e.error - 1) == 0);
     /* A failure with no job begun is recorded too. */
     HC_CHECK(hc_tc_fail(tc, c, "probe: not an image") == 0);
     HC_CHECK_EQ(state_of(tc, c), HC_TC_ERROR);

@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <xxhash.h>
@@ -106,9 +107,16 @@ hc_tc_key_file(const char *path, const struct hc_tc_params *p, char key[HC_TC_KE
 
     if (!path || !p || !key)
         return hc_error(-EINVAL, "tilecache", "key: NULL argument");
-    fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO must not wait for a writer (regular files ignore it). */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         rc = hc_error(-errno, "tilecache", "key: cannot open %s: %s", path, strerror(errno));
+        goto out;
+    }
+    /* A FIFO or a device could block or never end: only regular files have a key. */
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        rc = hc_error(-EINVAL, "tilecache", "key: %s is not a regular file", path);
         goto out;
     }
     st = XXH3_createState();

@@ -77,6 +77,18 @@ bprintf(char *buf, size_t cap, const char *fmt, ...)
     return 0;
 }
 
+/* Copies a message, cut to fit (unlike a path, half a reason is still worth keeping). */
+static void
+copy_cut(char *dst, size_t cap, const char *src)
+{
+    size_t n = strlen(src);
+
+    if (n >= cap)
+        n = cap - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static int
 key_valid(const char *key)
 {
@@ -190,7 +202,7 @@ entry_fill(const struct hc_tc *tc, const struct hc_tc_row *r, struct hc_tc_entry
     e->state = r->state;
     e->size = r->state == HC_TC_DONE ? r->size : 0;
     out_path(tc, r->key, r->format, e->path, sizeof e->path);
-    bprintf(e->error, sizeof e->error, "%s", r->error);
+    copy_cut(e->error, sizeof e->error, r->error);
 }
 
 int
@@ -335,7 +347,7 @@ hc_tc_fail(struct hc_tc *tc, const char *key, const char *reason)
     memset(&r, 0, sizeof r);
     memcpy(r.key, key, sizeof r.key);
     r.state = HC_TC_ERROR;
-    bprintf(r.error, sizeof r.error, "%s", reason && reason[0] ? reason : "unknown error");
+    copy_cut(r.error, sizeof r.error, reason && reason[0] ? reason : "unknown error");
 
     pthread_mutex_lock(&tc->mu);
     err = hc_tc_index_get(tc->ix, key, &old);
