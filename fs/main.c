@@ -402,7 +402,9 @@ main(int argc, char *argv[])
     unsigned idle = co.max_idle_threads > 0 && co.max_idle_threads <= maxt ? co.max_idle_threads : 16;
     ret = co.singlethread ? fuse_loop(fs.fuse)
                           : hc_platform_loop(fs.fuse, maxt, idle);
-    ret = ret == 0 ? 0 : 1;
+    /* libfuse reports the signal that ended the loop; SIGTERM/SIGINT/SIGHUP are the normal
+     * way to stop a daemon, so they end in status 0 like fusermount3 -u does. */
+    ret = (ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP) ? 0 : 1;
     fprintf(stderr, "info hcfs: unmounting\n");
 
 out:

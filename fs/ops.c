@@ -573,6 +573,8 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
         return -EISDIR;
     r = hc_jobs_open_output(fs->jobs, rel, stop_waiting, fs, &fd, &size, &keep, err,
                             sizeof(err));
+    if (r == -EINTR && !fuse_interrupted())
+        return -EIO; /* unmounting: the caller was not interrupted, the mount goes away */
     if (r < 0)
         return r; /* -EIO: the reason is in user.hc.error */
     struct handle *h = handle_new(H_UPSCALED, fd, rel);

@@ -1,0 +1,13 @@
+# hcfs integration tests (tests/fs_test.py CASE): each mounts a real hcfs in a fresh temporary
+# directory (and always unmounts it), the svc_* cases against real hc-gpu-service processes
+# on 127.0.0.1:0. Skipped (77) without /dev/fuse, fusermount3 or the programs they need.
+if(HC_CORE_ONLY OR NOT TARGET hcfs)
+  return()
+endif()
+foreach(t passthrough readers exact_size cache bad_files finder kill9 signals
+          svc_readers svc_down svc_failover svc_resume)
+  add_test(NAME fs_${t} COMMAND ${HC_REF_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/fs_test.py ${t})
+  set_tests_properties(fs_${t} PROPERTIES LABELS integration SKIP_RETURN_CODE 77 TIMEOUT 300
+    RESOURCE_LOCK hcfs_cpu
+    ENVIRONMENT "HC_BUILD_DIR=${CMAKE_BINARY_DIR};HC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
+endforeach()

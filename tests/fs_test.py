@@ -1,0 +1,639 @@
+#!/usr/bin/python3
+"""fs_test.py CASE: integration tests of hcfs on a real FUSE mount (see tests/fs.cmake).
+
+Every case mounts hcfs in a fresh temporary directory and unmounts it whatever happens
+(fs_lib). References: `hc upscale` of the same input (same parameters, no FUSE involved),
+OpenCV's cv2.resize INTER_CUBIC for pixels, Pillow and ImageMagick as readers, the service's
+/metrics counters (hc_tiles_total, hc_bytes_in_total) for "how many jobs / requests".
+"""
+import hashlib
+import os
+import signal
+import stat
+import struct
+import subprocess
+import threading
+import time
+import zlib
+
+from fs_lib import (HC, Mount, Service, check, fail, hc_upscale, log, make_image,
+                    read_with_timeout, run_cases, tmpdir)
+
+ENOATTR = 61  # Linux ENODATA
+
+
+def sha(b):
+    return hashlib.sha256(b).hexdigest()[:16]
+
+
+def expect_errno(fn, want, what):
+    try:
+        fn()
+    except OSError as e:
+        check(e.errno in want, "%s: errno %d (%s), wanted %s" % (what, e.errno, e.strerror, want))
+        return
+    fail("%s: succeeded, wanted errno %s" % (what, want))
+
+
+# --------------------------------------------------------------------------- input/
+
+def case_passthrough():
+    w = tmpdir("pass")
+    m = Mount(w, "noprefetch")
+    i = m.input
+    # create (O_EXCL), write, read, fsync
+    p = os.path.join(i, "a.bin")
+    fd = os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640)
+    os.write(fd, b"hello world" * 1000)
+    os.fsync(fd)
+    os.close(fd)
+    expect_errno(lambda: os.open(p, os.O_CREAT | os.O_EXCL | os.O_WRONLY), (17,), "O_EXCL twice")
+    check(open(p, "rb").read() == b"hello world" * 1000, "read back")
+    check(open(os.path.join(m.data, "a.bin"), "rb").read() == b"hello world" * 1000,
+          "the data directory holds the bytes")
+    # pwrite in the middle, truncate (path and fd)
+    with open(p, "r+b") as f:
+        f.seek(5)
+        f.write(b"_")
+        f.truncate(100)
+    check(open(p, "rb").read() == (b"hello_world" + b"hello world" * 9)[:100], "pwrite+ftruncate")
+    os.truncate(p, 10)
+    check(os.stat(p).st_size == 10, "truncate(path)")
+    # chmod, utimens
+    os.chmod(p, 0o600)
+    check(stat.S_IMODE(os.stat(p).st_mode) == 0o600, "chmod")
+    os.utime(p, ns=(1_000_000_123, 2_000_000_456))
+    st = os.stat(p)
+    check(st.st_mtime_ns == 2_000_000_456, "utimens mtime %d" % st.st_mtime_ns)
+    # subfolders, rename, unlink, rmdir
+    os.makedirs(os.path.join(i, "d1", "d2"))
+    q = os.path.join(i, "d1", "d2", "b.bin")
+    os.rename(p, q)
+    check(not os.path.exists(p) and open(q, "rb").read() == b"hello_worl", "rename into a subfolder")
+    check(sorted(os.listdir(os.path.join(i, "d1"))) == ["d2"], "listing of a subfolder")
+    expect_errno(lambda: os.rmdir(os.path.join(i, "d1", "d2")), (39,), "rmdir of a non-empty dir")
+    os.unlink(q)
+    os.rmdir(os.path.join(i, "d1", "d2"))
+    os.rmdir(os.path.join(i, "d1"))
+    check(os.listdir(i) == [], "empty again: %s" % os.listdir(i))
+    # statfs
+    sv = os.statvfs(i)
+    check(sv.f_blocks > 0 and sv.f_bsize > 0, "statfs")
+    # xattrs, including names Linux keeps only under user. (com.apple.*), and ENODATA
+    x = os.path.join(i, "x.txt")
+    open(x, "w").write("x")
+    os.setxattr(x, "user.note", b"v1")
+    os.setxattr(x, "com.apple.quarantine", b"0081;5f000000;Safari;")
+    check(os.getxattr(x, "user.note") == b"v1", "user xattr")
+    check(os.getxattr(x, "com.apple.quarantine") == b"0081;5f000000;Safari;", "com.apple xattr")
+    names = set(os.listxattr(x))
+    check({"user.note", "com.apple.quarantine"} <= names, "listxattr %s" % names)
+    expect_errno(lambda: os.getxattr(x, "user.missing"), (ENOATTR,), "missing xattr")
+    os.removexattr(x, "com.apple.quarantine")
+    expect_errno(lambda: os.getxattr(x, "com.apple.quarantine"), (ENOATTR,), "removed xattr")
+    # an unlinked file stays readable through its open descriptor
+    with open(x, "rb") as f:
+        os.unlink(x)
+        check(f.read() == b"x", "read after unlink")
+    # nothing can be made beside input/ and upscaled/
+    expect_errno(lambda: os.mkdir(os.path.join(m.root, "other")), (13, 1), "mkdir in the root")
+    check(sorted(os.listdir(m.root)) == ["input", "upscaled"], "root listing")
+    check(m.jobs_run() == 0, "no job ran")
+    check(m.unmount() == 0, "clean exit")
+
+
+# --------------------------------------------------------------------------- upscaled/
+
+def case_readers():
+    """cp, cat, Python (PIL) and ImageMagick read upscaled/ on first access and get the
+    bytes of `hc upscale`; pixels equal OpenCV's INTER_CUBIC."""
+    w = tmpdir("readers")
+    src = os.path.join(w, "src")
+    os.makedirs(src)
+    names = ["p1.png", "p2.png", "p3.png", "j1.jpg", "g1.png"]
+    make_image(os.path.join(src, "p1.png"), 200, 150, 1)
+    make_image(os.path.join(src, "p2.png"), 173, 91, 2, "RGBA")
+    make_image(os.path.join(src, "p3.png"), 64, 200, 3)
+    make_image(os.path.join(src, "j1.jpg"), 200, 150, 4)
+    make_image(os.path.join(src, "g1.png"), 120, 80, 5, "L")
+    refs = {n: hc_upscale(os.path.join(src, n), os.path.join(w, "ref-" + n)) for n in names}
+
+    m = Mount(w, "noprefetch")
+    for n in names:
+        subprocess.run(["cp", os.path.join(src, n), m.input + "/"], check=True)
+    os.makedirs(os.path.join(m.input, "sub"))
+    subprocess.run(["cp", os.path.join(src, "p1.png"), os.path.join(m.input, "sub", "deep.png")],
+                   check=True)
+    open(os.path.join(m.input, "notes.txt"), "w").write("not an image")
+    subprocess.run(["cp", os.path.join(src, "p1.png"), os.path.join(m.input, "._p1.png")], check=True)
+    subprocess.run(["cp", os.path.join(src, "p1.png"), os.path.join(m.input, ".DS_Store")], check=True)
+
+    # Listing, stat and xattrs never start work and never decode.
+    listed = sorted(os.listdir(m.up))
+    check(listed == sorted(names + ["sub"]), "upscaled/ lists %s" % listed)
+    check(os.listdir(os.path.join(m.up, "sub")) == ["deep.png"], "subfolder mirrored")
+    subprocess.run(["ls", "-lR", m.up], check=True, stdout=subprocess.DEVNULL)
+    for n in names:
+        st = os.stat(os.path.join(m.up, n))
+        check(st.st_size > 0 and stat.S_IMODE(st.st_mode) & 0o222 == 0, "stat of %s" % n)
+        check(m.state(n) == "none", "state before any open: %s" % m.state(n))
+    expect_errno(lambda: os.stat(os.path.join(m.up, "notes.txt")), (2,), "non-image hidden")
+    expect_errno(lambda: os.stat(os.path.join(m.up, "._p1.png")), (2,), "AppleDouble hidden")
+    check(m.jobs_run() == 0, "listing started %d jobs" % m.jobs_run())
+
+    # Read-only: every write-type call is EROFS.
+    u = os.path.join(m.up, "p1.png")
+    expect_errno(lambda: open(u, "r+b"), (30,), "open for writing")
+    expect_errno(lambda: os.open(os.path.join(m.up, "new.png"), os.O_CREAT | os.O_WRONLY),
+                 (30,), "create")
+    expect_errno(lambda: os.unlink(u), (30,), "unlink")
+    expect_errno(lambda: os.mkdir(os.path.join(m.up, "dir")), (30,), "mkdir")
+    expect_errno(lambda: os.chmod(u, 0o777), (30,), "chmod")
+    expect_errno(lambda: os.rename(u, os.path.join(m.up, "q.png")), (30,), "rename")
+    expect_errno(lambda: os.setxattr(u, "user.x", b"1"), (30,), "setxattr")
+    expect_errno(lambda: os.truncate(u, 0), (30,), "truncate")
+    check(m.jobs_run() == 0, "refused calls started jobs")
+
+    # cp: first access; fstat after open is exact.
+    out = os.path.join(w, "cp-p1.png")
+    subprocess.run(["cp", u, out], check=True)
+    check(open(out, "rb").read() == refs["p1.png"], "cp p1.png differs from hc upscale")
+    # cat
+    rc, data, err = read_with_timeout(os.path.join(m.up, "p2.png"))
+    check(rc == 0 and data == refs["p2.png"], "cat p2.png: rc %d %s" % (rc, err))
+    # Python: open, fstat, read; then Pillow decodes the mount's file directly
+    from PIL import Image
+    import numpy as np
+    import cv2
+    with open(os.path.join(m.up, "p3.png"), "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        data = f.read()
+    check(data == refs["p3.png"] and size == len(data), "python read p3.png (fstat %d, %d bytes)"
+          % (size, len(data)))
+    check(os.stat(os.path.join(m.up, "p3.png")).st_size == len(data), "stat exact once done")
+    im = np.asarray(Image.open(os.path.join(m.up, "j1.jpg")).convert("RGB"))
+    ref_im = np.asarray(Image.open(os.path.join(w, "ref-j1.jpg")).convert("RGB"))
+    check(im.shape == (300, 400, 3) and (im == ref_im).all(), "PIL j1.jpg")
+    # ImageMagick: stream the raw pixels of a file nobody has opened yet
+    raw = os.path.join(w, "g1.gray")
+    r = subprocess.run(["stream", "-map", "i", "-storage-type", "char",
+                        os.path.join(m.up, "g1.png"), raw], capture_output=True, text=True,
+                       timeout=60)
+    check(r.returncode == 0, "stream: %s" % r.stderr)
+    ref_g = np.asarray(Image.open(os.path.join(w, "ref-g1.png")))
+    got_g = np.frombuffer(open(raw, "rb").read(), np.uint8).reshape(ref_g.shape)
+    check((got_g == ref_g).all(), "ImageMagick stream g1.png pixels")
+    r = subprocess.run(["identify", "-format", "%w %h", os.path.join(m.up, "sub", "deep.png")],
+                       capture_output=True, text=True, timeout=60)
+    check(r.stdout.strip() == "400 300", "identify deep.png: %r %s" % (r.stdout, r.stderr))
+    # Pixels against OpenCV (independent of hc): PNG in, PNG out, x2 is exact.
+    s = cv2.imread(os.path.join(src, "p1.png"), cv2.IMREAD_UNCHANGED)
+    cvref = cv2.resize(s, (400, 300), interpolation=cv2.INTER_CUBIC)
+    got = cv2.imread(u, cv2.IMREAD_UNCHANGED)
+    check(got is not None and (got == cvref).all(), "p1.png differs from cv2 INTER_CUBIC")
+    check(m.state("p1.png") == "done", "state done")
+    check(os.getxattr(u, "user.hc.progress").decode().startswith("100%"), "progress 100%")
+    expect_errno(lambda: os.getxattr(u, "user.hc.error"), (ENOATTR,), "no error xattr")
+    # sub/deep.png has the bytes of p1.png: same cache key, answered from the cache
+    s = m.stat()
+    check(s["jobs_run"] == 5 and s["cache_hits"] == 1, "one job per distinct input: %s" % s)
+    check(m.unmount() == 0, "clean exit")
+
+
+def case_exact_size():
+    """-o exact_size: plain stat (before anything opened the file) gives the exact size."""
+    w = tmpdir("exact")
+    make_image(os.path.join(w, "e.jpg"), 200, 150, 7)
+    ref = hc_upscale(os.path.join(w, "e.jpg"), os.path.join(w, "ref.jpg"))
+    m = Mount(w, "noprefetch,exact_size")
+    subprocess.run(["cp", os.path.join(w, "e.jpg"), m.input + "/"], check=True)
+    st = os.stat(os.path.join(m.up, "e.jpg"))
+    check(st.st_size == len(ref), "exact_size stat %d != %d" % (st.st_size, len(ref)))
+    out = subprocess.run(["ls", "-l", m.up], capture_output=True, text=True).stdout
+    check(str(len(ref)) in out, "ls -l shows the exact size: %s" % out)
+    # rsync trusts sizes up front: with exact_size it copies the right bytes
+    if subprocess.run(["which", "rsync"], capture_output=True).returncode == 0:
+        subprocess.run(["rsync", "-a", m.up + "/", os.path.join(w, "rs") + "/"], check=True)
+        check(open(os.path.join(w, "rs", "e.jpg"), "rb").read() == ref, "rsync copy")
+    check(m.unmount() == 0, "clean exit")
+
+
+def case_cache():
+    """Second read from the cache (no new job), cache survives remount, a changed input
+    gives a new output."""
+    w = tmpdir("cache")
+    make_image(os.path.join(w, "c.png"), 200, 150, 11)
+    make_image(os.path.join(w, "c2.png"), 160, 120, 12)
+    ref1 = hc_upscale(os.path.join(w, "c.png"), os.path.join(w, "ref1.png"))
+    ref2 = hc_upscale(os.path.join(w, "c2.png"), os.path.join(w, "ref2.png"))
+    m = Mount(w, "noprefetch")
+    subprocess.run(["cp", os.path.join(w, "c.png"), os.path.join(m.input, "c.png")], check=True)
+    u = os.path.join(m.up, "c.png")
+    check(open(u, "rb").read() == ref1, "first read")
+    check(open(u, "rb").read() == ref1, "second read")
+    check(m.jobs_run() == 1, "second read ran a job: %d" % m.jobs_run())
+    check(m.unmount() == 0, "clean exit")
+
+    m = Mount(w, "noprefetch")
+    check(open(os.path.join(m.up, "c.png"), "rb").read() == ref1, "read after remount")
+    s = m.stat()
+    check(s["jobs_run"] == 0 and s["cache_hits"] == 1, "after remount: %s" % s)
+    # change the input (in place, same name): a new output
+    subprocess.run(["cp", os.path.join(w, "c2.png"), os.path.join(m.input, "c.png")], check=True)
+    got = open(os.path.join(m.up, "c.png"), "rb").read()
+    check(got == ref2 and got != ref1, "changed input gave the old output")
+    check(m.jobs_run() == 1, "changed input: one new job, got %d" % m.jobs_run())
+    st = os.stat(os.path.join(m.up, "c.png"))
+    check(st.st_size == len(ref2), "size follows the new output")
+    check(m.unmount() == 0, "clean exit")
+
+
+def png_chunk(t, d):
+    return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
+
+
+def case_bad_files():
+    """Truncated, corrupt, empty, not-an-image and decompression-bomb files never crash or
+    hang the mount: they are not listed, or fail with EIO and user.hc.error."""
+    w = tmpdir("bad")
+    good = make_image(os.path.join(w, "good.png"), 200, 150, 21)
+    jpg = make_image(os.path.join(w, "j.jpg"), 200, 150, 22)
+    ref = hc_upscale(good, os.path.join(w, "ref.png"))
+    jb = open(jpg, "rb").read()
+    pb = open(good, "rb").read()
+    bad = {
+        "truncated.jpg": jb[: len(jb) // 2],
+        "truncated.png": pb[: len(pb) // 2],
+        "header-only.jpg": jb[:200],
+        "corrupt.png": pb[:60] + bytes(b ^ 0x5A for b in pb[60:200]) + pb[200:],
+        "corrupt.jpg": jb[:300] + b"\xff" * 500 + jb[800:],
+        "empty.png": b"",
+        "text.jpg": b"this is not an image\n" * 10,
+        "bomb.png": b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 100000, 100000, 8, 2, 0, 0, 0))
+                    + png_chunk(b"IDAT", zlib.compress(b"\0" * 1000)) + png_chunk(b"IEND", b""),
+        "bomb-wide.png": b"\x89PNG\r\n\x1a\n" + png_chunk(b"IHDR", struct.pack(">IIBBBBB", 2000000000, 1, 8, 0, 0, 0, 0))
+                         + png_chunk(b"IEND", b""),
+    }
+    m = Mount(w, "")  # prefetch on: bad files are also queued as they are written
+    for n, b in bad.items():
+        with open(os.path.join(m.input, n), "wb") as f:
+            f.write(b)
+    subprocess.run(["cp", good, os.path.join(m.input, "good.png")], check=True)
+    listed = set(os.listdir(m.up))
+    check("good.png" in listed, "good.png listed")
+    for n in ("empty.png", "text.jpg"):
+        check(n not in listed, "%s listed" % n)
+    for n in bad:
+        p = os.path.join(m.up, n)
+        if n not in listed:
+            expect_errno(lambda: os.stat(p), (2,), "stat of unlisted %s" % n)
+            continue
+        rc, data, err = read_with_timeout(p, 60)
+        if rc == 0:
+            # Something a decoder accepted (a lenient JPEG decoder may): then it must be what
+            # hc upscale makes of the same bytes.
+            src = os.path.join(w, "in-" + n)
+            open(src, "wb").write(b)
+            r = subprocess.run([HC, "upscale", src, os.path.join(w, "out-" + n)],
+                               capture_output=True)
+            check(r.returncode == 0 and open(os.path.join(w, "out-" + n), "rb").read() == data,
+                  "%s read through the mount but hc upscale disagrees" % n)
+            log("%s: decoded (lenient decoder), matches hc upscale" % n)
+            continue
+        check("Input/output error" in err, "%s: %s" % (n, err))
+        e = os.getxattr(p, "user.hc.error").decode()
+        check(len(e) > 5, "%s: user.hc.error empty" % n)
+        check(m.state(n) == "failed", "%s state %s" % (n, m.state(n)))
+        log("%s: EIO, user.hc.error = %s" % (n, e))
+    check(m.proc.poll() is None, "hcfs died")
+    rc, data, err = read_with_timeout(os.path.join(m.up, "good.png"))
+    check(rc == 0 and data == ref, "good.png after the bad ones")
+    check(m.unmount() == 0, "clean exit")
+
+
+def case_finder():
+    """Finder's copy sequence on input/: create O_EXCL, quarantine, FinderInfo brokMACS while
+    writing, write, utimens, chmod, FinderInfo cleared, rename. The job starts only after."""
+    w = tmpdir("finder")
+    src = make_image(os.path.join(w, "f.jpg"), 200, 150, 31)
+    ref = hc_upscale(src, os.path.join(w, "ref.jpg"))
+    data = open(src, "rb").read()
+    m = Mount(w, "")  # prefetch on
+    tmpname = os.path.join(m.input, "f copy.jpg")
+    final = os.path.join(m.input, "f.jpg")
+    fd = os.open(tmpname, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    os.setxattr(tmpname, "com.apple.quarantine", b"0083;65a1b2c3;Finder;")
+    os.setxattr(tmpname, "com.apple.FinderInfo", b"brokMACS" + b"\0" * 24)
+    for k in range(0, len(data), 4096):
+        os.write(fd, data[k:k + 4096])
+        if k == 4096:
+            os.fsync(fd)
+    os.close(fd)  # release after write: brokMACS, so no job
+    os.utime(tmpname, ns=(1_600_000_000_000_000_000, 1_600_000_000_000_000_000))
+    os.chmod(tmpname, 0o644)
+    time.sleep(0.3)
+    s = m.stat()
+    check(s["jobs_queued"] == 0 and s["jobs_run"] == 0, "a job started during the copy: %s" % s)
+    check(m.state("f copy.jpg") == "none", "state during copy %s" % m.state("f copy.jpg"))
+    os.setxattr(tmpname, "com.apple.FinderInfo", b"\0" * 32)
+    os.rename(tmpname, final)
+    check(os.getxattr(final, "com.apple.quarantine") == b"0083;65a1b2c3;Finder;", "quarantine kept")
+    m.wait_state("f.jpg", ("done",), 60)
+    s = m.stat()
+    check(s["jobs_run"] == 1, "exactly one pipeline run for the copied file: %s" % s)
+    check(open(os.path.join(m.up, "f.jpg"), "rb").read() == ref, "output of the Finder copy")
+    check(os.stat(final).st_mtime_ns == 1_600_000_000_000_000_000, "utimens kept")
+    check(m.unmount() == 0, "clean exit")
+
+
+# --------------------------------------------------------------------------- crashes, signals
+
+def big_input(w, name="big.png"):
+    """An input whose job takes seconds on this machine (PNG of noise: deflate is slow)."""
+    import numpy as np
+    from PIL import Image
+    p = os.path.join(w, name)
+    a = np.random.RandomState(5).randint(0, 256, size=(900, 1200, 3), dtype=np.uint8)
+    Image.fromarray(a).save(p, compress_level=1)
+    return p
+
+
+def wait_running(m, rel, timeout=30):
+    end = time.time() + timeout
+    while time.time() < end:
+        try:
+            if m.state(rel) == "running":
+                pr = os.getxattr(os.path.join(m.up, rel), "user.hc.progress").decode()
+                if not pr.startswith("0%"):
+                    return pr
+        except OSError:
+            pass
+        time.sleep(0.02)
+    fail("%s never got running: %s" % (rel, m.state(rel)))
+
+
+def cache_outputs(m):
+    out = []
+    for dp, dn, fn in os.walk(m.cache):
+        for f in fn:
+            if not f.startswith("index.db"):
+                out.append(os.path.relpath(os.path.join(dp, f), m.cache))
+    return sorted(out)
+
+
+def case_kill9():
+    """kill -9 of hcfs in the middle of a job, mount again: nothing partial is served, the
+    job runs again and gives the bytes of hc upscale."""
+    w = tmpdir("kill9")
+    src = big_input(w)
+    m = Mount(w, "noprefetch,scale=3")
+    subprocess.run(["cp", src, os.path.join(m.input, "big.png")], check=True)
+    reader = subprocess.Popen(["cat", os.path.join(m.up, "big.png")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    pr = wait_running(m, "big.png")
+    log("killing hcfs at %s" % pr)
+    os.killpg(m.proc.pid, signal.SIGKILL)
+    m.proc.wait(timeout=10)
+    reader.wait(timeout=20)
+    subprocess.run(["fusermount3", "-uz", m.root])
+    time.sleep(0.2)
+    leftovers = cache_outputs(m)
+    log("cache after kill -9: %s" % leftovers)
+
+    ref = hc_upscale(src, os.path.join(w, "ref.png"), "--scale", "3")
+    m2 = Mount(w, "noprefetch,scale=3")
+    # Recovery at start-up removed what the killed job left: nothing under out/ yet.
+    left = [f for f in cache_outputs(m2) if f.startswith("out")]
+    check(left == [], "unfinished outputs served after restart: %s" % left)
+    check(m2.state("big.png") == "none", "state after restart %s" % m2.state("big.png"))
+    rc, data, err = read_with_timeout(os.path.join(m2.up, "big.png"), 240)
+    check(rc == 0 and data == ref, "after kill -9: rc %d, %d bytes vs %d (%s)" %
+          (rc, len(data), len(ref), err))
+    check(m2.jobs_run() == 1, "the job ran again")
+    check(m2.unmount() == 0, "clean exit")
+
+
+def case_signals():
+    """A waiting reader can be interrupted (the job goes on); SIGTERM mid-job unmounts
+    cleanly with no job left writing and no temporary file left in the cache."""
+    w = tmpdir("sig")
+    src = big_input(w)
+    m = Mount(w, "noprefetch,scale=3")
+    subprocess.run(["cp", src, os.path.join(m.input, "big.png")], check=True)
+    reader = subprocess.Popen(["cat", os.path.join(m.up, "big.png")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+    wait_running(m, "big.png")
+    t0 = time.time()
+    reader.send_signal(signal.SIGINT)
+    try:
+        reader.wait(timeout=5)
+    except subprocess.TimeoutExpired:
+        fail("a reader waiting in open() did not stop on SIGINT")
+    log("reader interrupted after %.2f s" % (time.time() - t0))
+    check(m.state("big.png") == "running", "the job goes on for others")
+    # SIGTERM to hcfs while the job runs
+    t0 = time.time()
+    os.kill(m.proc.pid, signal.SIGTERM)
+    try:
+        rc = m.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        fail("hcfs did not exit within 20 s of SIGTERM")
+    log("hcfs exited %d after %.2f s" % (rc, time.time() - t0))
+    check(rc == 0, "exit status %d after SIGTERM:\n%s" % (rc, m.log()))
+    check(not os.path.ismount(m.root), "still mounted after SIGTERM")
+    left = [f for f in cache_outputs(m) if f.startswith("out")]
+    check(left == [], "files left in the cache after SIGTERM: %s" % left)
+    # SIGINT on an idle mount, and fusermount3 -u, also end with status 0
+    m2 = Mount(w, "noprefetch,scale=3")
+    os.kill(m2.proc.pid, signal.SIGINT)
+    check(m2.proc.wait(timeout=20) == 0 and not os.path.ismount(m2.root), "SIGINT")
+    m3 = Mount(w, "noprefetch,scale=3")
+    check(m3.unmount() == 0, "fusermount3 -u")
+
+
+# --------------------------------------------------------------------------- with a service
+
+def svc_inputs(w, n, wh=(200, 150)):
+    src = os.path.join(w, "src")
+    os.makedirs(src, exist_ok=True)
+    out = []
+    for k in range(n):
+        ext = ".jpg" if k % 2 else ".png"
+        p = make_image(os.path.join(src, "i%02d%s" % (k, ext)), wh[0] + k, wh[1] + k, 100 + k)
+        out.append(p)
+    return out
+
+
+def ntiles(wd, ht, scale=2, tile=256):
+    W, H = wd * scale, ht * scale
+    return ((W + tile - 1) // tile) * ((H + tile - 1) // tile)
+
+
+def case_svc_readers():
+    """16 concurrent readers of one file: one job (service tile count), identical bytes;
+    16 files upscaled concurrently; a second read sends nothing to the service."""
+    w = tmpdir("svc")
+    svc = Service(w)
+    ins = svc_inputs(w, 16)
+    refs = {os.path.basename(p): hc_upscale(p, os.path.join(w, "ref-" + os.path.basename(p)),
+                                            "--service", svc.url) for p in ins}
+    m = Mount(w, "noprefetch,service=%s,jobs=8" % svc.url)
+    for p in ins:
+        subprocess.run(["cp", p, m.input + "/"], check=True)
+    t0 = svc.tiles()
+    one = os.path.join(m.up, "i00.png")
+    results = [None] * 16
+
+    def rd(k, path):
+        results[k] = read_with_timeout(path, 120)
+
+    th = [threading.Thread(target=rd, args=(k, one)) for k in range(16)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    for rc, data, err in results:
+        check(rc == 0 and data == refs["i00.png"], "concurrent reader: rc %d %s" % (rc, err))
+    d = svc.tiles() - t0
+    check(d == ntiles(200, 150), "16 readers of one file: %d tiles sent, one job is %d" %
+          (d, ntiles(200, 150)))
+    check(m.jobs_run() == 1, "jobs run %d" % m.jobs_run())
+
+    # 16 different files at once
+    t0 = svc.tiles()
+    names = sorted(refs)
+    th = [threading.Thread(target=rd, args=(k, os.path.join(m.up, n))) for k, n in enumerate(names)]
+    for t in th:
+        t.start()
+    for t in th:
+        t.join()
+    for n, (rc, data, err) in zip(names, results):
+        check(rc == 0 and data == refs[n], "%s: rc %d %s" % (n, rc, err))
+    want = sum(ntiles(200 + k, 150 + k) for k in range(1, 16))
+    check(svc.tiles() - t0 == want, "16 files: %d tiles, want %d" % (svc.tiles() - t0, want))
+
+    # second read: from the cache, nothing sent
+    t0, b0 = svc.tiles(), svc.bytes_in()
+    for n in names:
+        check(open(os.path.join(m.up, n), "rb").read() == refs[n], "cached %s" % n)
+    check(svc.tiles() == t0 and svc.bytes_in() == b0, "a cached read sent something")
+    check(m.unmount() == 0, "clean exit")
+    # and after a remount too
+    m = Mount(w, "noprefetch,service=%s" % svc.url)
+    check(open(os.path.join(m.up, "i03.jpg"), "rb").read() == refs["i03.jpg"], "after remount")
+    check(svc.tiles() == t0 and svc.bytes_in() == b0, "a read after remount sent something")
+    check(m.unmount() == 0, "clean exit")
+
+
+def case_svc_down():
+    """Service stopped: open fails with EIO within the configured timeout, user.hc.error
+    says why, the mount stays usable."""
+    w = tmpdir("down")
+    svc = Service(w)
+    url = svc.url
+    svc.kill()
+    src = make_image(os.path.join(w, "d.png"), 200, 150, 41)
+    m = Mount(w, "noprefetch,service=%s,timeout=2,retries=1" % url)
+    subprocess.run(["cp", src, m.input + "/"], check=True)
+    t0 = time.time()
+    rc, data, err = read_with_timeout(os.path.join(m.up, "d.png"), 60)
+    dt = time.time() - t0
+    check(rc != 0 and "Input/output error" in err, "open with the service down: rc %d %s" % (rc, err))
+    check(dt < 15, "EIO took %.1f s (timeout=2, retries=1)" % dt)
+    e = os.getxattr(os.path.join(m.up, "d.png"), "user.hc.error").decode()
+    log("EIO after %.2f s; user.hc.error = %s" % (dt, e))
+    check(len(e) > 5, "user.hc.error empty")
+    check(m.state("d.png") == "failed", "state %s" % m.state("d.png"))
+    # still usable
+    open(os.path.join(m.input, "t.txt"), "w").write("still here")
+    check(open(os.path.join(m.input, "t.txt")).read() == "still here", "input/ after failure")
+    check("d.png" in os.listdir(m.up), "listing after failure")
+    check(m.unmount() == 0, "clean exit")
+
+
+def case_svc_failover():
+    """Two service URLs, one killed mid-batch: every file completes correctly."""
+    w = tmpdir("failover")
+    a = Service(w, ["--cpu-threads", "1"])
+    b = Service(w, ["--cpu-threads", "1"])
+    ins = svc_inputs(w, 8, (600, 400))
+    refs = {os.path.basename(p): hc_upscale(p, os.path.join(w, "ref-" + os.path.basename(p)))
+            for p in ins}
+    m = Mount(w, "service=%s,%s,jobs=4,timeout=10" % (a.url, b.url))
+    for p in ins:  # prefetch queues every file as it is copied
+        subprocess.run(["cp", p, m.input + "/"], check=True)
+    end = time.time() + 60
+    while b.tiles() < 4 and time.time() < end:
+        time.sleep(0.01)
+    check(b.tiles() >= 4, "service b got no tiles")
+    b.kill()
+    log("killed service b after %d tiles (a: %d)" % (b.tiles() if False else 0, a.tiles()))
+    for n, ref in refs.items():
+        rc, data, err = read_with_timeout(os.path.join(m.up, n), 180)
+        check(rc == 0 and data == ref, "%s after failover: rc %d %s" % (n, rc, err))
+    check(m.stat()["failed"] == 0, "a job failed: %s" % m.stat())
+    check(m.unmount() == 0, "clean exit")
+
+
+def case_svc_resume():
+    """A job that failed halfway resumes with the missing tiles only (tiles stored as they
+    arrive)."""
+    w = tmpdir("resume")
+    svc = Service(w, ["--cpu-threads", "1"])
+    port = svc.port
+    src = make_image(os.path.join(w, "r.png"), 1000, 700, 51)
+    ref = hc_upscale(src, os.path.join(w, "ref.png"))
+    total = ntiles(1000, 700)
+    m = Mount(w, "noprefetch,service=%s,timeout=2,retries=0,jobs=1" % svc.url)
+    subprocess.run(["cp", src, m.input + "/"], check=True)
+    reader = subprocess.Popen(["cat", os.path.join(m.up, "r.png")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    end = time.time() + 60
+    while svc.tiles() < total // 3 and time.time() < end:
+        time.sleep(0.01)
+    svc.kill()
+    reader.wait(timeout=60)
+    check(reader.returncode != 0, "read succeeded although the service died")
+    s1 = m.stat()
+    log("first attempt: %s" % s1)
+    svc2 = Service(w, ["--cpu-threads", "1"]) if False else None
+    # the same URL again: a new service on the same port
+    import fs_lib
+    svc2 = fs_lib.Service.__new__(fs_lib.Service)
+    proc = None
+    for _ in range(50):
+        proc = subprocess.Popen([fs_lib.SERVICE, "--listen", "127.0.0.1:%d" % port, "--backend",
+                                 "cpu"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                start_new_session=True)
+        fs_lib._procs.append(proc)
+        time.sleep(0.3)
+        if proc.poll() is None:
+            break
+    svc2.proc, svc2.port, svc2.url = proc, port, "http://127.0.0.1:%d" % port
+    rc, data, err = read_with_timeout(os.path.join(m.up, "r.png"), 120)
+    check(rc == 0 and data == ref, "resumed job: rc %d %s" % (rc, err))
+    s2 = m.stat()
+    log("after resume: %s; second service upscaled %d of %d tiles" % (s2, svc2.tiles(), total))
+    check(s2["tiles_from_cache"] > 0, "nothing came from stored tiles")
+    check(svc2.tiles() == total - s2["tiles_from_cache"],
+          "second service got %d tiles, missing were %d" % (svc2.tiles(), total - s2["tiles_from_cache"]))
+    check(m.unmount() == 0, "clean exit")
+
+
+CASES = {
+    "passthrough": case_passthrough,
+    "readers": case_readers,
+    "exact_size": case_exact_size,
+    "cache": case_cache,
+    "bad_files": case_bad_files,
+    "finder": case_finder,
+    "kill9": case_kill9,
+    "signals": case_signals,
+    "svc_readers": case_svc_readers,
+    "svc_down": case_svc_down,
+    "svc_failover": case_svc_failover,
+    "svc_resume": case_svc_resume,
+}
+
+if __name__ == "__main__":
+    run_cases(CASES)
