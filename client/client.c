@@ -44,6 +44,8 @@ struct url_state {
     char *url;           /* the full endpoint */
     int fails;           /* consecutive failed attempts */
     uint64_t down_until; /* monotonic ms: picked before this only when nothing else is up */
+    uint64_t busy_until; /* 429/503 with Retry-After: sent nothing before this, unless
+                            another URL is not busy */
 };
 
 /* One multi handle and its easy handles; used by one run() at a time. */
@@ -512,11 +514,12 @@ url_ok(struct shared *sh, int u)
     pthread_mutex_lock(&sh->lock);
     sh->urls[u].fails = 0;
     sh->urls[u].down_until = 0;
+    sh->urls[u].busy_until = 0;
     pthread_mutex_unlock(&sh->lock);
 }
 
 static void
-url_failed(struct shared *sh, int u, uint64_t now, uint64_t at_least_ms)
+url_failed(struct shared *sh, int u, uint64_t now, uint64_t busy_ms)
 {
     pthread_mutex_lock(&sh->lock);
     struct url_state *s = &sh->urls[u];
@@ -524,12 +527,30 @@ url_failed(struct shared *sh, int u, uint64_t now, uint64_t at_least_ms)
     uint64_t pen = (uint64_t)PENALTY_FIRST_MS << shift;
     if (pen > PENALTY_MAX_MS)
         pen = PENALTY_MAX_MS;
-    if (pen < at_least_ms)
-        pen = at_least_ms;
+    if (pen < busy_ms)
+        pen = busy_ms;
     s->fails++;
     if (s->down_until < now + pen)
         s->down_until = now + pen;
+    if (busy_ms && s->busy_until < now + busy_ms)
+        s->busy_until = now + busy_ms;
     pthread_mutex_unlock(&sh->lock);
+}
+
+/* 0 when some URL may take a new request now; else the time when the first one may (every
+ * URL answered 429/503 with a Retry-After that has not passed). Overload is the one
+ * failure where sending more at once only makes it worse. */
+static uint64_t
+url_free_at(struct shared *sh, uint64_t now)
+{
+    uint64_t first = UINT64_MAX;
+    pthread_mutex_lock(&sh->lock);
+    for (size_t i = 0; i < sh->nurls && first; i++)
+        first = sh->urls[i].busy_until <= now    ? 0
+                : sh->urls[i].busy_until < first ? sh->urls[i].busy_until
+                                                 : first;
+    pthread_mutex_unlock(&sh->lock);
+    return first;
 }
 
 /* Whether a URL other than `except` is up now. */
@@ -671,10 +692,12 @@ enum req_state { REQ_WAIT, REQ_BUSY, REQ_DONE };
 struct req {
     size_t first, n; /* tiles[first .. first+n) */
     enum req_state state;
-    int attempts;
-    int last_url;  /* -1 before the first attempt */
-    uint64_t due;  /* monotonic ms before which it is not sent (backoff) */
-    uint8_t *body; /* the encoded request, kept for retries */
+    int attempts;      /* made so far */
+    int failed;        /* failed attempts that count against opts.retries (not 429s) */
+    uint64_t first_at; /* monotonic ms of the first attempt: bounds retries after 429s */
+    int last_url;      /* -1 before the first attempt */
+    uint64_t due;      /* monotonic ms before which it is not sent (backoff) */
+    uint8_t *body;     /* the encoded request, kept for retries */
     size_t body_len;
     size_t expect; /* bytes of the plain response */
     char why[400]; /* the last failure, for the final message */
@@ -909,6 +932,8 @@ start(struct run *R, struct xfer *x, struct req *r, uint64_t now)
         count(&sh->st.retries, 1);
         if (u != r->last_url)
             count(&sh->st.failovers, 1);
+    } else {
+        r->first_at = now;
     }
     r->attempts++;
     r->last_url = u;
@@ -1017,7 +1042,8 @@ finish(struct run *R, struct xfer *x, CURLcode res)
     const char *url = sh->urls[x->url].url;
     long status = 0;
     curl_off_t up = 0;
-    uint64_t now = now_ms(), wait_at_least = 0;
+    uint64_t now = now_ms(), busy_ms = 0;
+    int overload = 0;
 
     curl_multi_remove_handle(R->lane->multi, x->easy);
     R->busy--;
@@ -1060,32 +1086,41 @@ finish(struct run *R, struct xfer *x, CURLcode res)
             return hc_error(status_errno(status), DOMAIN, "%s: %s", url, d);
         }
         snprintf(r->why, sizeof r->why, "%s: %s", url, d);
+        overload = status == 429;
         if (status == 429 || status == 503) {
-            long ra = x->retry_after_s > 0 ? x->retry_after_s : 0;
-            wait_at_least = (uint64_t)ra * 1000u;
-            if (wait_at_least > BACKOFF_MAX_MS)
-                wait_at_least = BACKOFF_MAX_MS;
+            /* Without Retry-After, a 429 still means "not now": give it a second. */
+            uint64_t ra = x->retry_after_s >= 0 ? (uint64_t)x->retry_after_s : overload ? 1 : 0;
+            busy_ms = ra * 1000u;
+            if (busy_ms > BACKOFF_MAX_MS)
+                busy_ms = BACKOFF_MAX_MS;
         }
     }
 
     /* A failed attempt: avoid that URL for a while and retry, elsewhere when possible. */
     count(&sh->st.failures, 1);
-    url_failed(sh, x->url, now, wait_at_least);
-    if (r->attempts > sh->retries) {
-        size_t last = r->first + r->n - 1;
-        return hc_error(-EIO, DOMAIN, "tiles %u..%u failed after %d attempt%s; last: %s",
-                        R->tiles[r->first].index, R->tiles[last].index, r->attempts,
-                        r->attempts == 1 ? "" : "s", r->why);
-    }
+    url_failed(sh, x->url, now, busy_ms);
     uint64_t wait = 0;
     if (!url_other_up(sh, x->url, now)) {
         int shift = r->attempts - 1 < 10 ? r->attempts - 1 : 10;
         wait = (uint64_t)BACKOFF_FIRST_MS << shift;
-        if (wait < wait_at_least)
-            wait = wait_at_least;
+        if (wait < busy_ms)
+            wait = busy_ms;
         if (wait > BACKOFF_MAX_MS)
             wait = BACKOFF_MAX_MS;
     }
+    size_t last = r->first + r->n - 1;
+    if (!overload && ++r->failed > sh->retries)
+        return hc_error(-EIO, DOMAIN, "tiles %u..%u failed after %d attempt%s; last: %s",
+                        R->tiles[r->first].index, R->tiles[last].index, r->attempts,
+                        r->attempts == 1 ? "" : "s", r->why);
+    /* An overloaded service is not a broken one: 429s do not use up retries, but they may
+     * not hold a request past timeout_ms either. */
+    if (overload && now + wait - r->first_at > (uint64_t)sh->timeout_ms)
+        return hc_error(-EIO, DOMAIN,
+                        "tiles %u..%u: services still overloaded after %llu ms "
+                        "(%d attempts); last: %s",
+                        R->tiles[r->first].index, R->tiles[last].index,
+                        (unsigned long long)(now - r->first_at), r->attempts, r->why);
     r->state = REQ_WAIT;
     r->due = now + wait;
     return 0;
@@ -1154,8 +1189,13 @@ http_run(void *ctx, const struct hc_job_geom *g, struct hc_tile *tiles, size_t n
                     else if (R.reqs[i].due < next_due)
                         next_due = R.reqs[i].due;
                 }
-            if (!pick && cursor < R.nreq)
-                pick = &R.reqs[cursor++];
+            if (!pick && cursor < R.nreq) {
+                uint64_t free_at = url_free_at(R.sh, now);
+                if (!free_at)
+                    pick = &R.reqs[cursor++];
+                else if (free_at < next_due)
+                    next_due = free_at;
+            }
             if (!pick)
                 break;
             if ((rc = start(&R, &R.x[s], pick, now)))

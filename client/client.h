@@ -11,6 +11,10 @@
  * Responses are parsed with hc_wire_parse() and checked against what was asked (same ids,
  * rectangles and formats, in order) before any pixel reaches tile->out_px.
  *
+ * Overload (429, or 503 with Retry-After) is not breakage: nothing new goes to a URL before
+ * its Retry-After has passed (unless another URL is free), and 429s do not use up retries,
+ * but a request is given up once timeout_ms has passed since its first attempt.
+ *
  * Bounded waits: one attempt takes at most timeout_ms (connect_timeout_ms of it to connect),
  * so a run() that cannot succeed fails after at most about
  *   (retries + 1) * timeout_ms + backoff (100 + 200 + ... ms, each wait at most 5 s)

@@ -775,6 +775,62 @@ test_concurrent(void)
     hc_client_close(c);
 }
 
+/* An overloaded service (one job slot, no queue) answers 429 with Retry-After: the client
+ * waits and retries instead of failing, and every tile arrives. */
+static void
+test_overload(void)
+{
+    const char *extra[] = {"--jobs", "1", "--queue", "0", "--cpu-threads", "1", NULL};
+    struct service s;
+    service_start(&s, extra);
+    const char *urls[] = {s.url};
+    struct job j;
+    job_make(&j, 96, 64, 3, 8, 2, 32, 0); /* 6x4 = 24 tiles, one per request, 8 in flight */
+    struct hc_client *c = client_open(urls, 1, 8, 1, NULL, NULL);
+    uint64_t t0 = now_ms();
+    HC_CHECK_MSG(run_job(c, &j) == 0, "%s", hc_last_error());
+    job_verify(&j, "overloaded service");
+    struct hc_client_stats st;
+    hc_client_stats(c, &st);
+    fprintf(stderr, "overload: %llu requests, %llu failed (429), %llu ms\n",
+            (unsigned long long)st.requests, (unsigned long long)st.failures,
+            (unsigned long long)(now_ms() - t0));
+    HC_CHECK_MSG(st.failures >= 1, "no 429 seen: the test did not overload the service");
+    HC_CHECK_EQ(st.tiles, j.ntiles);
+    hc_client_close(c);
+    job_free(&j);
+}
+
+/* A request the service refuses as such (422: tile over --max-tile-pixels) fails the job at
+ * once with the service's reason, without retrying it anywhere. */
+static void
+test_refused(void)
+{
+    const char *extra[] = {"--max-tile-pixels", "1000", NULL};
+    struct service a, b;
+    service_start(&a, extra);
+    service_start(&b, extra);
+    const char *urls[] = {a.url, b.url};
+    struct job j;
+    job_make(&j, 64, 48, 3, 8, 2, 64, 0); /* 64x64 = 4096 output pixels a tile */
+    struct hc_client *c = client_open(urls, 2, 4, 1, NULL, NULL);
+    uint64_t t0 = now_ms();
+    int rc = run_job(c, &j);
+    uint64_t el = now_ms() - t0;
+    fprintf(stderr, "refused: rc %d after %llu ms: %s\n", rc, (unsigned long long)el,
+            hc_last_error());
+    HC_CHECK_EQ(rc, -EINVAL);
+    HC_CHECK(strstr(hc_last_error(), "HTTP 422") != NULL);
+    HC_CHECK(strstr(hc_last_error(), "1000") != NULL); /* the service's detail names its limit */
+    struct hc_client_stats st;
+    hc_client_stats(c, &st);
+    HC_CHECK_EQ(st.retries, 0);
+    HC_CHECK_EQ(st.responses_ok, 0);
+    HC_CHECK(el < 2000);
+    hc_client_close(c);
+    job_free(&j);
+}
+
 /* Options and token files that are wrong are refused with a reason. */
 static void
 test_opts(void)
@@ -834,6 +890,8 @@ main(int argc, char **argv)
         {"cancel", test_cancel, 0},
         {"concurrent", test_concurrent, 1},
         {"opts", test_opts, 0},
+        {"overload", test_overload, 1},
+        {"refused", test_refused, 1},
     };
     if (argc != 2) {
         fprintf(stderr, "usage: test_client NAME\n");
