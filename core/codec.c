@@ -209,16 +209,22 @@ void
 hc_convert_row_u8(const uint8_t *src, int channels, int depth, uint8_t *dst, int out_ch,
                   int bgr, int n)
 {
-    const uint16_t *s16 = (const uint16_t *)(const void *)src;
     int color = channels >= 3;
     int alpha = channels == 2 || channels == 4;
 
     for (int i = 0; i < n; i++) {
         uint8_t px[4] = {0, 0, 0, 0};
 
-        for (int c = 0; c < channels; c++)
-            px[c] = depth == 16 ? hc_u16_to_u8(s16[(size_t)i * channels + c])
-                                : src[(size_t)i * channels + c];
+        for (int c = 0; c < channels; c++) {
+            if (depth == 16) {
+                uint16_t v; /* memcpy: a caller's rows need not be 2-byte aligned */
+
+                memcpy(&v, src + ((size_t)i * channels + c) * 2, 2);
+                px[c] = hc_u16_to_u8(v);
+            } else {
+                px[c] = src[(size_t)i * channels + c];
+            }
+        }
         uint8_t r = px[0], g = color ? px[1] : px[0], b = color ? px[2] : px[0];
         uint8_t a = alpha ? px[channels - 1] : 255;
 

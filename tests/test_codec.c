@@ -568,6 +568,10 @@ cmd_encode(const char *raw, const char *out, int quality, int level)
     HC_CHECK(px && sscanf((char *)b, "%d %d %d %d", &info.width, &info.height, &info.channels,
                           &info.depth) == 4);
     px++;
+    /* move the pixels to the start of the (malloc-aligned) buffer: callers hand over
+     * aligned 16-bit rows */
+    memmove(b, px, n - (size_t)(px - b));
+    px = b;
     res = hc_encode_file(out, &info, px,
                          (size_t)info.width * hc_pixel_bytes(info.channels, info.depth), &o, NULL);
     free(b);
