@@ -57,12 +57,12 @@ main(int argc, char **argv)
         double t0 = now();
         hc_bicubic_resize(&src, w, h, scale, &dst, threads);
         t[i] = now() - t0;
-        printf("run %d: %.4f s\n", i, t[i]);
+        printf("run %d: %.6f s\n", i, t[i]);
     }
     qsort(t, (size_t)runs, sizeof(double), cmpd);
     printf("level: %s threads: %d\n", hc_simd_name(hc_cpu_level()),
            threads ? threads : hc_cpu_count());
-    printf("median: %.4f s\n", t[runs / 2]);
+    printf("median: %.6f s\n", t[runs / 2]);
     free(in);
     free(out);
     free(t);
