@@ -95,7 +95,6 @@ static int
 opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
 {
     struct hcfs *fs = data;
-    (void)arg;
     (void)outargs;
     switch (key) {
     case KEY_HELP:
@@ -110,6 +109,20 @@ opt_proc(void *data, const char *arg, int key, struct fuse_args *outargs)
     case KEY_NOPREFETCH:
         fs->prefetch = 0;
         return 0;
+    case FUSE_OPT_KEY_OPT:
+        /* -o service=URL1,URL2: fuse_opt splits at the comma, so the URLs after the first
+         * arrive here on their own; they join the list. */
+        if (fs->service && (strncmp(arg, "http://", 7) == 0 || strncmp(arg, "https://", 8) == 0)) {
+            size_t n = strlen(fs->service) + strlen(arg) + 2;
+            char *joined = malloc(n);
+            if (!joined)
+                return -1;
+            snprintf(joined, n, "%s,%s", fs->service, arg);
+            free(fs->service);
+            fs->service = joined;
+            return 0;
+        }
+        return 1;
     default:
         return 1; /* everything else is for FUSE */
     }

@@ -761,6 +761,18 @@ root_xattr(struct hcfs *fs, const char *name, char *buf, size_t size)
     } else {
         return -HC_ENOATTR;
     }
+    if (fs->client && strcmp(name, "user.hc.stats") == 0 && n > 0 && (size_t)n < sizeof(v)) {
+        struct hc_client_stats cs;
+        hc_client_stats(fs->client, &cs);
+        int m = snprintf(v + n, sizeof(v) - (size_t)n,
+                         "http_requests %llu\nhttp_retries %llu\nhttp_failovers %llu\n"
+                         "http_failures %llu\nhttp_tiles %llu\n",
+                         (unsigned long long)cs.requests, (unsigned long long)cs.retries,
+                         (unsigned long long)cs.failovers, (unsigned long long)cs.failures,
+                         (unsigned long long)cs.tiles);
+        if (m > 0 && (size_t)m < sizeof(v) - (size_t)n)
+            n += m;
+    }
     return xattr_reply(v, (size_t)n, buf, size);
 }
 

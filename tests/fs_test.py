@@ -550,6 +550,21 @@ def case_svc_down():
     check("d.png" in os.listdir(m.up), "listing after failure")
     check(m.unmount() == 0, "clean exit")
 
+    # A service that accepts connections but never answers (stopped): EIO within the
+    # configured timeout (timeout=2 per attempt, retries=1: about 4 s plus backoff).
+    hung = Service(w)
+    os.killpg(hung.proc.pid, signal.SIGSTOP)
+    m2 = Mount(w, "noprefetch,service=%s,timeout=2,retries=1" % hung.url, name="mnt2")
+    t0 = time.time()
+    rc, data, err = read_with_timeout(os.path.join(m2.up, "d.png"), 60)
+    dt = time.time() - t0
+    check(rc != 0 and "Input/output error" in err, "open with a hung service: rc %d %s" % (rc, err))
+    check(2 <= dt < 12, "EIO from a hung service took %.1f s (timeout=2, retries=1)" % dt)
+    log("hung service: EIO after %.2f s; user.hc.error = %s" %
+        (dt, os.getxattr(os.path.join(m2.up, "d.png"), "user.hc.error").decode()))
+    os.killpg(hung.proc.pid, signal.SIGCONT)
+    check(m2.unmount() == 0, "clean exit")
+
 
 def case_svc_failover():
     """Two service URLs, one killed mid-batch: every file completes correctly."""
@@ -566,12 +581,16 @@ def case_svc_failover():
     while b.tiles() < 4 and time.time() < end:
         time.sleep(0.01)
     check(b.tiles() >= 4, "service b got no tiles")
+    tb, ta = b.tiles(), a.tiles()
     b.kill()
-    log("killed service b after %d tiles (a: %d)" % (b.tiles() if False else 0, a.tiles()))
+    log("killed service b after %d tiles (a: %d)" % (tb, ta))
     for n, ref in refs.items():
         rc, data, err = read_with_timeout(os.path.join(m.up, n), 180)
         check(rc == 0 and data == ref, "%s after failover: rc %d %s" % (n, rc, err))
-    check(m.stat()["failed"] == 0, "a job failed: %s" % m.stat())
+    s = m.stat()
+    log("hcfs counters: %s" % s)
+    check(s["failed"] == 0, "a job failed: %s" % s)
+    check(s["http_failovers"] > 0 or s["http_retries"] > 0, "no request was retried elsewhere")
     check(m.unmount() == 0, "clean exit")
 
 
@@ -596,7 +615,6 @@ def case_svc_resume():
     check(reader.returncode != 0, "read succeeded although the service died")
     s1 = m.stat()
     log("first attempt: %s" % s1)
-    svc2 = Service(w, ["--cpu-threads", "1"]) if False else None
     # the same URL again: a new service on the same port
     import fs_lib
     svc2 = fs_lib.Service.__new__(fs_lib.Service)
