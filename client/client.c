@@ -1126,10 +1126,18 @@ finish(struct run *R, struct xfer *x, CURLcode res)
     return 0;
 }
 
+/* The flags are plain ints by contract (core/pipeline.h's cancel is one too, and a signal
+ * handler may set them); reading them atomically keeps the read a non-racy one. */
+static int
+flag_set(const volatile int *f)
+{
+    return f && __atomic_load_n(f, __ATOMIC_RELAXED) != 0;
+}
+
 static int
 cancelled(const struct run *R)
 {
-    return (R->c->cancel && *R->c->cancel) || (R->sh->cancel && *R->sh->cancel);
+    return flag_set(R->c->cancel) || flag_set(R->sh->cancel);
 }
 
 static int

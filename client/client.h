@@ -68,6 +68,8 @@ int hc_client_open(const struct hc_client_opts *o, struct hc_client **out);
 
 /* A handle for one job: shares c's URLs, health, connections and counters, but run() on
  * it also stops with -ECANCELED once *cancel != 0 (the client-wide flag still applies).
+ * The flag is read with __atomic_load_n; set it with __atomic_store_n from another thread
+ * (or plainly from a signal handler of the same thread).
  * hcfs makes one per job so that an interrupted reader cancels only its own job. The handle
  * stays valid after c is closed (the shared part is reference counted); free it with
  * hc_client_close(). Returns 0 or -ENOMEM. Thread safety: any thread. */

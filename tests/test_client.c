@@ -682,7 +682,7 @@ canceller_main(void *arg)
     struct canceller *k = arg;
     struct timespec ts = {k->after_ms / 1000, (long)(k->after_ms % 1000) * 1000000L};
     nanosleep(&ts, NULL);
-    *k->flag = 1;
+    __atomic_store_n(k->flag, 1, __ATOMIC_RELAXED);
     return NULL;
 }
 
