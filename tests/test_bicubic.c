@@ -286,6 +286,16 @@ main(void)
             fprintf(stderr, "level %s\n", hc_simd_name(all[i]));
         }
     }
+    /* core/cpu.h: HC_NO_SIMD=1 forces scalar, HC_SIMD caps the level (ctest runs this
+     * program once more with each) */
+    const char *no = getenv("HC_NO_SIMD"), *cap = getenv("HC_SIMD");
+    if (no && strcmp(no, "1") == 0)
+        HC_CHECK_EQ(hc_cpu_level(), HC_SIMD_SCALAR);
+    if (cap && strcmp(cap, "scalar") == 0)
+        HC_CHECK_EQ(hc_cpu_level(), HC_SIMD_SCALAR);
+    if (cap && strcmp(cap, "sse2") == 0)
+        HC_CHECK_EQ(hc_cpu_level(),
+                    hc_cpu_supports(HC_SIMD_SSE2) ? HC_SIMD_SSE2 : HC_SIMD_SCALAR);
     test_bad_args();
     test_random(quick);
     test_tiled(quick);
