@@ -72,21 +72,21 @@ clampi(int v, int lo, int hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
-template <typename T>
+template <typename T, int CN>
 __global__ void __launch_bounds__(256) bicubic_kernel(tile_args a)
 {
-    /* source pixels of the block, as they are */
-    __shared__ T s_src[MAX_SH * MAX_SW * 4];
+    /* source pixels of the block, as they are (u8 or u16) */
+    __shared__ T s_src[MAX_SH * MAX_SW * CN];
     /* horizontal sums: per staged source row, per output element of the block */
-    __shared__ float s_h[MAX_SH * BW * 4];
-    __shared__ int s_xtap[BW][4];
-    __shared__ float s_xw[BW][4]; /* float weights (16 bit) or Q11 weights as float (8 bit) */
-    __shared__ int s_ytap[BH][4];
-    __shared__ float s_yb[BH][4];  /* vertical float weights of the SIMD formula */
-    __shared__ int s_yib[BH][4];   /* Q11 vertical weights (8-bit integer tail) */
+    __shared__ __align__(16) float s_h[MAX_SH * BW * CN];
+    __shared__ int s_xtap[BW][4]; /* sample offsets (already * CN) in a staged row */
+    __shared__ int s_xa[BW][4];   /* Q11 weights (8 bit) */
+    __shared__ float s_xf[BW][4]; /* float weights (16 bit) */
+    __shared__ int s_ytap[BH][4]; /* staged row indices */
+    __shared__ float s_yb[BH][4]; /* vertical float weights of the SIMD formula */
+    __shared__ int s_yib[BH][4];  /* Q11 vertical weights (8-bit integer tail) */
 
     const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
-    const int cn = a.cn;
     const int ox0 = a.out_x + blockIdx.x * BW; /* global output x of the block's column 0 */
     const int oy0 = a.out_y + blockIdx.y * BH;
     const int bw = min(BW, a.out_x + a.out_w - ox0);
@@ -103,6 +103,7 @@ __global__ void __launch_bounds__(256) bicubic_kernel(tile_args a)
     map_pos(oy0 + bh - 1, a.scale, &i1, &tt);
     const int ry0 = clampi(i0 - 1, 0, a.image_h - 1), ry1 = clampi(i1 + 2, 0, a.image_h - 1);
     const int sw = cx1 - cx0 + 1, sh = ry1 - ry0 + 1;
+    const int srowe = sw * CN;
 
     if (tid < bw) {
         int ix;
@@ -110,8 +111,9 @@ __global__ void __launch_bounds__(256) bicubic_kernel(tile_args a)
         map_pos(ox0 + tid, a.scale, &ix, &t);
         coeffs(t, c);
         for (int k = 0; k < 4; k++) {
-            s_xtap[tid][k] = clampi(ix - 1 + k, 0, a.image_w - 1) - cx0;
-            s_xw[tid][k] = u8 ? (float)q11(c[k]) : c[k];
+            s_xtap[tid][k] = (clampi(ix - 1 + k, 0, a.image_w - 1) - cx0) * CN;
+            s_xa[tid][k] = q11(c[k]);
+            s_xf[tid][k] = c[k];
         }
     } else if (tid >= 128 && tid < 128 + bh) {
         int r = tid - 128, iy;
@@ -128,80 +130,115 @@ __global__ void __launch_bounds__(256) bicubic_kernel(tile_args a)
 
     /* Stage the source: rows ry0..ry1, columns cx0..cx1, all channels. */
     {
-        const T *src = (const T *)a.src;
-        const int rowe = sw * cn;
-        const size_t src_stride = (size_t)a.src_w * cn;
-        for (int i = tid; i < sh * rowe; i += 256) {
-            int r = i / rowe, e = i - r * rowe;
-            s_src[i] = src[(size_t)(ry0 + r - a.src_y) * src_stride +
-                           (size_t)(cx0 - a.src_x) * cn + e];
+        const size_t src_stride = (size_t)a.src_w * CN;
+        const T *g0 = (const T *)a.src + (size_t)(ry0 - a.src_y) * src_stride +
+                      (size_t)(cx0 - a.src_x) * CN;
+        for (int r = ty; r < sh; r += 16) {
+            const T *g = g0 + (size_t)r * src_stride;
+            T *d = s_src + r * srowe;
+            for (int e = tx; e < srowe; e += 16)
+                d[e] = g[e];
         }
     }
     __syncthreads();
 
-    /* Horizontal pass: h for each staged row and each output element of the block. */
-    {
-        const int rowe = bw * cn, srowe = sw * cn;
-        for (int i = tid; i < sh * rowe; i += 256) {
-            int r = i / rowe, e = i - r * rowe;
-            int x = e / cn, c = e - x * cn;
-            const T *row = s_src + r * srowe + c;
-            float v;
-            if (u8) {
-                int h = 0;
-                for (int k = 0; k < 4; k++)
-                    h += (int)s_xw[x][k] * (int)row[s_xtap[x][k] * cn];
-                v = (float)h;
-            } else {
-                v = (float)row[s_xtap[x][0] * cn] * s_xw[x][0];
-                for (int k = 1; k < 4; k++)
-                    v = v + (float)row[s_xtap[x][k] * cn] * s_xw[x][k];
-            }
-            s_h[r * BW * 4 + e] = v;
-        }
-    }
-    __syncthreads();
-
-    /* Vertical pass and store. */
-    if (ty < bh) {
-        const int oy = oy0 + ty;
-        T *drow = (T *)a.dst + (size_t)(oy - a.out_y) * a.out_w * cn;
-        const float *h0 = s_h + s_ytap[ty][0] * BW * 4, *h1 = s_h + s_ytap[ty][1] * BW * 4;
-        const float *h2 = s_h + s_ytap[ty][2] * BW * 4, *h3 = s_h + s_ytap[ty][3] * BW * 4;
-        const float b0 = s_yb[ty][0], b1 = s_yb[ty][1], b2 = s_yb[ty][2], b3 = s_yb[ty][3];
+    /* Horizontal pass: each thread four neighbouring outputs of a staged row. */
+    for (int r = ty; r < sh; r += 16) {
+        const T *row = s_src + r * srowe;
+        float *hrow = s_h + r * BW * CN;
 #pragma unroll
-        for (int j = 0; j < BW / 16; j++) {
-            const int x = tx + 16 * j;
-            if (x >= bw)
-                break;
-            const int gx = ox0 + x;
-            T *d = drow + (size_t)(gx - a.out_x) * cn;
-            for (int c = 0; c < cn; c++) {
-                const int e = x * cn + c;
-                const long ge = (long)gx * cn + c;
-                float v0 = h0[e], v1 = h1[e], v2 = h2[e], v3 = h3[e];
-                int o;
-                if (ge < a.simd_end) {
-                    float acc = v3 * b3;
-                    acc = v2 * b2 + acc;
-                    acc = v1 * b1 + acc;
-                    acc = v0 * b0 + acc;
-                    o = __float2int_rn(acc);
-                } else if (u8) {
-                    int s = (int)v0 * s_yib[ty][0] + (int)v1 * s_yib[ty][1] +
-                            (int)v2 * s_yib[ty][2] + (int)v3 * s_yib[ty][3];
-                    o = (s + (1 << 21)) >> 22;
+        for (int j = 0; j < 4; j++) {
+            const int x = tx * 4 + j;
+            if (x < bw) {
+                const int t0 = s_xtap[x][0], t1 = s_xtap[x][1], t2 = s_xtap[x][2],
+                          t3 = s_xtap[x][3];
+                if (u8) {
+                    const int a0 = s_xa[x][0], a1 = s_xa[x][1], a2 = s_xa[x][2],
+                              a3 = s_xa[x][3];
+#pragma unroll
+                    for (int c = 0; c < CN; c++)
+                        hrow[x * CN + c] = (float)(a0 * (int)row[t0 + c] + a1 * (int)row[t1 + c] +
+                                                   a2 * (int)row[t2 + c] + a3 * (int)row[t3 + c]);
                 } else {
-                    float acc = v0 * b0;
-                    acc = acc + v1 * b1;
-                    acc = acc + v2 * b2;
-                    acc = acc + v3 * b3;
-                    o = __float2int_rn(acc);
+                    const float w0 = s_xf[x][0], w1 = s_xf[x][1], w2 = s_xf[x][2],
+                                w3 = s_xf[x][3];
+#pragma unroll
+                    for (int c = 0; c < CN; c++) {
+                        float v = (float)row[t0 + c] * w0;
+                        v = v + (float)row[t1 + c] * w1;
+                        v = v + (float)row[t2 + c] * w2;
+                        v = v + (float)row[t3 + c] * w3;
+                        hrow[x * CN + c] = v;
+                    }
                 }
-                const int maxv = u8 ? 255 : 65535;
-                d[c] = (T)(o < 0 ? 0 : o > maxv ? maxv : o);
             }
         }
+    }
+    __syncthreads();
+
+    /* Vertical pass: each thread four neighbouring output pixels of one row. */
+    const int x0 = tx * 4;
+    if (ty >= bh || x0 >= bw)
+        return;
+    float hv[4][4 * CN];
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const float4 *p = (const float4 *)(s_h + s_ytap[ty][k] * BW * CN + x0 * CN);
+#pragma unroll
+        for (int q = 0; q < CN; q++) {
+            float4 v = p[q];
+            hv[k][4 * q] = v.x;
+            hv[k][4 * q + 1] = v.y;
+            hv[k][4 * q + 2] = v.z;
+            hv[k][4 * q + 3] = v.w;
+        }
+    }
+    const float b0 = s_yb[ty][0], b1 = s_yb[ty][1], b2 = s_yb[ty][2], b3 = s_yb[ty][3];
+    const int ib0 = s_yib[ty][0], ib1 = s_yib[ty][1], ib2 = s_yib[ty][2], ib3 = s_yib[ty][3];
+    const long ge0 = (long)(ox0 + x0) * CN;
+    unsigned o[4 * CN];
+#pragma unroll
+    for (int i = 0; i < 4 * CN; i++) {
+        const float v0 = hv[0][i], v1 = hv[1][i], v2 = hv[2][i], v3 = hv[3][i];
+        int r;
+        if (ge0 + i < a.simd_end) {
+            float acc = v3 * b3;
+            acc = v2 * b2 + acc;
+            acc = v1 * b1 + acc;
+            acc = v0 * b0 + acc;
+            r = __float2int_rn(acc);
+        } else if (u8) {
+            int s = (int)v0 * ib0 + (int)v1 * ib1 + (int)v2 * ib2 + (int)v3 * ib3;
+            r = (s + (1 << 21)) >> 22;
+        } else {
+            float acc = v0 * b0;
+            acc = acc + v1 * b1;
+            acc = acc + v2 * b2;
+            acc = acc + v3 * b3;
+            r = __float2int_rn(acc);
+        }
+        o[i] = (unsigned)clampi(r, 0, u8 ? 255 : 65535);
+    }
+    T *d = (T *)a.dst + (size_t)(oy0 + ty - a.out_y) * a.out_w * CN +
+           (size_t)(ox0 + x0 - a.out_x) * CN;
+    if (bw - x0 >= 4 && ((uintptr_t)d & 3) == 0) {
+        /* 4*CN samples are a whole number of 32-bit words: write words, not bytes */
+        unsigned *w = (unsigned *)d;
+        if (u8) {
+#pragma unroll
+            for (int q = 0; q < CN; q++)
+                w[q] = o[4 * q] | o[4 * q + 1] << 8 | o[4 * q + 2] << 16 | o[4 * q + 3] << 24;
+        } else {
+#pragma unroll
+            for (int q = 0; q < 2 * CN; q++)
+                w[q] = o[2 * q] | o[2 * q + 1] << 16;
+        }
+    } else {
+        const int n = min(4, bw - x0) * CN;
+#pragma unroll
+        for (int i = 0; i < 4 * CN; i++)
+            if (i < n)
+                d[i] = (T)o[i];
     }
 }
 
@@ -257,10 +294,19 @@ launch(const struct hc_wire_tile *t, const uint8_t *d_src, uint8_t *d_dst, cudaS
     a.simd_end = (long)t->image_w * t->scale * t->channels / 8 * 8;
     dim3 block(16, 16), grid((unsigned)((t->out.w + BW - 1) / BW),
                              (unsigned)((t->out.h + BH - 1) / BH));
-    if (t->depth == 8)
-        bicubic_kernel<uint8_t><<<grid, block, 0, st>>>(a);
-    else
-        bicubic_kernel<uint16_t><<<grid, block, 0, st>>>(a);
+#define LAUNCH(T, C) bicubic_kernel<T, C><<<grid, block, 0, st>>>(a)
+    switch (t->channels * 100 + t->depth) {
+    case 108: LAUNCH(uint8_t, 1); break;
+    case 208: LAUNCH(uint8_t, 2); break;
+    case 308: LAUNCH(uint8_t, 3); break;
+    case 408: LAUNCH(uint8_t, 4); break;
+    case 116: LAUNCH(uint16_t, 1); break;
+    case 216: LAUNCH(uint16_t, 2); break;
+    case 316: LAUNCH(uint16_t, 3); break;
+    case 416: LAUNCH(uint16_t, 4); break;
+    default: return hc_error(-EINVAL, "cuda", "layout %u x %u bit", t->channels, t->depth);
+    }
+#undef LAUNCH
     CK(cudaGetLastError());
 out:
     return rc;
@@ -407,6 +453,16 @@ slot_put(struct hc_cuda *cu, struct slot *s)
     pthread_mutex_unlock(&cu->lock);
 }
 
+/* Offsets of tiles in the slot's buffers are rounded up to this, so that 16-bit tiles after
+ * an odd-sized 8-bit tile stay aligned (and copies start on whole cache lines). */
+#define TILE_ALIGN 256
+
+static size_t
+align_up(size_t v)
+{
+    return (v + TILE_ALIGN - 1) & ~(size_t)(TILE_ALIGN - 1);
+}
+
 extern "C" int
 hc_cuda_run(struct hc_cuda *cu, const struct hc_wire_tile *tiles, const uint8_t *const *src,
             uint8_t *const *dst, size_t n, int *device)
@@ -417,40 +473,37 @@ hc_cuda_run(struct hc_cuda *cu, const struct hc_wire_tile *tiles, const uint8_t 
 
     *device = s->dev;
     for (size_t i = 0; i < n; i++) {
-        in += hc_wire_src_bytes(&tiles[i]);
-        outb += hc_wire_out_bytes(&tiles[i]);
+        in += align_up(hc_wire_src_bytes(&tiles[i]));
+        outb += align_up(hc_wire_out_bytes(&tiles[i]));
     }
     CK(cudaSetDevice(s->dev));
     rc = slot_reserve(s, in, outb);
     if (rc)
         goto out;
-    for (size_t i = 0; i < n; i++) {
-        size_t b = hc_wire_src_bytes(&tiles[i]);
-        memcpy(s->h_in + io, src[i], b);
-        io += b;
-    }
     /* Copies and kernels are queued per tile on this request's stream, so a batch's first
-     * tiles compute while later ones are still on their way. */
-    io = 0;
+     * tiles compute while later ones are still being staged. */
     for (size_t i = 0; i < n; i++) {
         size_t bi = hc_wire_src_bytes(&tiles[i]), bo = hc_wire_out_bytes(&tiles[i]);
+        memcpy(s->h_in + io, src[i], bi);
         CK(cudaMemcpyAsync(s->d_in + io, s->h_in + io, bi, cudaMemcpyHostToDevice, s->stream));
         rc = launch(&tiles[i], s->d_in + io, s->d_out + oo, s->stream);
         if (rc)
             goto out;
         CK(cudaMemcpyAsync(s->h_out + oo, s->d_out + oo, bo, cudaMemcpyDeviceToHost,
                            s->stream));
-        io += bi;
-        oo += bo;
+        io += align_up(bi);
+        oo += align_up(bo);
     }
     CK(cudaStreamSynchronize(s->stream));
     oo = 0;
     for (size_t i = 0; i < n; i++) {
         size_t b = hc_wire_out_bytes(&tiles[i]);
         memcpy(dst[i], s->h_out + oo, b);
-        oo += b;
+        oo += align_up(b);
     }
 out:
+    if (rc) /* leave the stream clean for the slot's next user */
+        cudaStreamSynchronize(s->stream);
     slot_put(cu, s);
     return rc;
 }
