@@ -242,6 +242,55 @@ connections_to(int port)
     return n;
 }
 
+/* A counter from the service's /metrics (Prometheus text), fetched over a plain socket so
+ * that the check does not go through the code under test. `name` is the whole series name,
+ * labels included ("hc_requests_total{code=\"200\"}"). */
+static uint64_t
+metric(const struct service *s, const char *name)
+{
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)s->port),
+                            .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+    HC_CHECK(fd >= 0);
+    HC_CHECK(connect(fd, (struct sockaddr *)&a, sizeof a) == 0);
+    const char req[] = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    HC_CHECK(write(fd, req, sizeof req - 1) == (ssize_t)(sizeof req - 1));
+    static char buf[1 << 17];
+    size_t len = 0;
+    for (;;) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        HC_CHECK_MSG(poll(&p, 1, 5000) == 1, "/metrics did not answer");
+        ssize_t r = read(fd, buf + len, sizeof buf - 1 - len);
+        HC_CHECK(r >= 0);
+        if (r == 0 || len + (size_t)r >= sizeof buf - 1)
+            break;
+        len += (size_t)r;
+    }
+    close(fd);
+    buf[len] = '\0';
+    size_t nl = strlen(name);
+    for (char *p = strstr(buf, name); p; p = strstr(p + 1, name))
+        if ((p == buf || p[-1] == '\n') && p[nl] == ' ')
+            return strtoull(p + nl + 1, NULL, 10);
+    HC_CHECK_MSG(0, "no %s in /metrics", name);
+    return 0;
+}
+
+/* The service counts a request when its answer has gone out (libmicrohttpd's completion
+ * callback), which can be a moment after the client has it: wait up to 2 s for a counter
+ * to reach `want`, and return what it says then. */
+static uint64_t
+metric_settled(const struct service *s, const char *name, uint64_t want)
+{
+    uint64_t v = 0, deadline = now_ms() + 2000;
+    while ((v = metric(s, name)) != want && now_ms() < deadline) {
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    return v;
+}
+
 /* ---- images and tiles ------------------------------------------------------------------- */
 
 struct job {
@@ -422,6 +471,9 @@ test_basic(void)
     HC_CHECK_EQ(st.retries, 0);
     HC_CHECK(st.bytes_sent == j.plain_request_bytes + 8 * st.requests);
     HC_CHECK(st.bytes_received == j.plain_response_bytes + 8 * st.requests);
+    /* The service saw the same: that many requests, each with its batch of tiles. */
+    HC_CHECK_EQ(metric_settled(&s, "hc_requests_total{code=\"200\"}", st.requests), st.requests);
+    HC_CHECK_EQ(metric_settled(&s, "hc_tiles_total", j.ntiles), j.ntiles);
 
     /* Several requests were in flight at once: each needed its own connection, and they
      * are still open (keep-alive). A second job reuses them instead of opening more. */
@@ -465,6 +517,7 @@ test_encodings(void)
     const char *encs[] = {"lz4", "zstd"};
     struct job j;
     job_make(&j, 160, 120, 3, 8, 2, 64, 1);
+    uint64_t sent_before = 0; /* the service's counter spans both clients */
     for (int e = 0; e < 2; e++) {
         struct hc_client *c = client_open(urls, 1, 4, 2, encs[e], NULL);
         HC_CHECK_MSG(run_job(c, &j) == 0, "%s: %s", encs[e], hc_last_error());
@@ -479,6 +532,9 @@ test_encodings(void)
                 (unsigned long long)st.bytes_received, plain_back);
         HC_CHECK_MSG(st.bytes_sent < plain * 3 / 4, "%s: sent %llu of %zu plain bytes", encs[e],
                      (unsigned long long)st.bytes_sent, plain);
+        HC_CHECK_EQ(metric_settled(&s, "hc_bytes_in_total", sent_before + st.bytes_sent),
+                    sent_before + st.bytes_sent);
+        sent_before += st.bytes_sent;
         /* The service answers in the encoding asked for (Accept-Encoding). */
         HC_CHECK_MSG(st.bytes_received < plain_back * 3 / 4, "%s: received %llu of %zu plain bytes",
                      encs[e], (unsigned long long)st.bytes_received, plain_back);
@@ -772,6 +828,20 @@ test_concurrent(void)
     struct hc_client_stats st;
     hc_client_stats(c, &st);
     HC_CHECK_EQ(st.retries, 0);
+    /* Round-robin: both services did part of the work, and together all of it. */
+    uint64_t ta = 0, tb = 0, deadline = now_ms() + 2000; /* counted after the answer */
+    for (;;) {
+        ta = metric(&a, "hc_tiles_total");
+        tb = metric(&b, "hc_tiles_total");
+        if (ta + tb == st.tiles || now_ms() > deadline)
+            break;
+        struct timespec ts = {0, 20000000};
+        nanosleep(&ts, NULL);
+    }
+    fprintf(stderr, "concurrent: %llu tiles on one service, %llu on the other\n",
+            (unsigned long long)ta, (unsigned long long)tb);
+    HC_CHECK(ta > 0 && tb > 0);
+    HC_CHECK_EQ(ta + tb, st.tiles);
     hc_client_close(c);
 }
 
@@ -796,6 +866,7 @@ test_overload(void)
             (unsigned long long)st.requests, (unsigned long long)st.failures,
             (unsigned long long)(now_ms() - t0));
     HC_CHECK_MSG(st.failures >= 1, "no 429 seen: the test did not overload the service");
+    HC_CHECK_EQ(metric_settled(&s, "hc_requests_total{code=\"429\"}", st.failures), st.failures);
     HC_CHECK_EQ(st.tiles, j.ntiles);
     hc_client_close(c);
     job_free(&j);
