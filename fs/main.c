@@ -58,6 +58,8 @@ static int show_help, show_version;
 static void
 usage(const char *prog)
 {
+    char ddata[PATH_MAX] = "(none: no home directory)", dcache[PATH_MAX] = "(none)";
+    (void)hc_platform_default_dirs(ddata, sizeof(ddata), dcache, sizeof(dcache));
     printf("usage: %s MOUNTPOINT [-f] [-d] [-o OPTION[,OPTION...]]\n"
            "\n"
            "Mounts HybridCompute: copy images into MOUNTPOINT/input/, read them upscaled from\n"
@@ -85,8 +87,7 @@ usage(const char *prog)
            "    -V, --version            print the version\n"
            "\n"
            "FUSE options:\n",
-           prog, "$XDG_DATA_HOME/hybridcompute", "$XDG_CACHE_HOME/hybridcompute",
-           HC_MAX_SCALE);
+           prog, ddata, dcache, HC_MAX_SCALE);
     fuse_cmdline_help();
     fuse_lib_help(NULL);
 }

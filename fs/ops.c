@@ -949,6 +949,12 @@ hc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
         conn->want |= FUSE_CAP_SPLICE_MOVE;
     if (conn->capable & FUSE_CAP_SPLICE_READ)
         conn->want |= FUSE_CAP_SPLICE_READ;
+    /* libfuse turns auto_inval_data on by default: with our zero attribute timeout the
+     * kernel would then send a GETATTR before every read() and drop cached pages whenever
+     * mtime moves. We decide page caching per open instead (keep_cache only for an output
+     * opened before; input/ files are reread on each open), so cached reads stay in the
+     * kernel at memory speed. */
+    conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
     /* Larger requests: fewer round trips through /dev/fuse for big images. */
     conn->max_write = 1u << 20;
     conn->max_readahead = conn->max_readahead > (1u << 20) ? conn->max_readahead : (1u << 20);
