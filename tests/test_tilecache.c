@@ -19,6 +19,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/statvfs.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -1042,6 +1043,156 @@ test_reopen(void)
     hc_tc_close(tc);
 }
 
+/* ---- a full disk ------------------------------------------------------------------------
+ * Run inside a small tmpfs (tests/tilecache.cmake mounts one in a user namespace and sets
+ * TMPDIR): the cache fills the disk, something else takes the rest, and the cache must
+ * still serve what it has, reopen, and give the space back. */
+
+#define FULL_OUT (48 * 1024)
+
+/* begin + pipeline-style write + commit; 0, or -errno when the disk said no. */
+static int
+try_done(struct hc_tc *tc, const char *key, uint64_t seed)
+{
+    static unsigned char buf[FULL_OUT];
+    struct hc_tc_entry e;
+    char tmp[2 * PATH_MAX];
+    int rc = hc_tc_begin(tc, key, HC_FORMAT_PNG, &e);
+    if (rc)
+        return rc;
+    fill(buf, sizeof buf, seed);
+    snprintf(tmp, sizeof tmp, "%s.part", e.path);
+    int fd = open(tmp, O_WRONLY | O_CREAT | O_EXCL, 0644);
+    HC_CHECK(fd >= 0);
+    ssize_t n = write(fd, buf, sizeof buf);
+    int werr = n == (ssize_t)sizeof buf ? 0 : (n < 0 ? -errno : -ENOSPC);
+    if (!werr && fsync(fd) != 0)
+        werr = -errno;
+    close(fd);
+    if (werr) {
+        unlink(tmp);
+        hc_tc_fail(tc, key, "disk full"); /* may itself fail: the disk is full */
+        return werr;
+    }
+    HC_CHECK(rename(tmp, e.path) == 0);
+    rc = hc_tc_commit(tc, key);
+    if (rc)
+        unlink(e.path);
+    return rc;
+}
+
+static uint64_t
+free_bytes(const char *path)
+{
+    struct statvfs sv;
+    HC_CHECK(statvfs(path, &sv) == 0);
+    return (uint64_t)sv.f_bavail * sv.f_frsize;
+}
+
+static void
+test_full(void)
+{
+    struct statvfs sv;
+    HC_CHECK(statvfs(g_tmp, &sv) == 0);
+    if ((uint64_t)sv.f_blocks * sv.f_frsize > 16u * 1024 * 1024)
+        HC_SKIP("full: wants TMPDIR on a small filesystem (tests/tilecache.cmake mounts one)");
+
+    struct hc_tc *tc = open_cache(0, 0, 600000);
+    struct hc_tc_entry e;
+    char keys[64][HC_TC_KEY_LEN + 1];
+    int n = 0, rc;
+    for (;; n++) {
+        HC_CHECK(n < 64);
+        key_n(900 + (uint64_t)n, keys[n]);
+        rc = try_done(tc, keys[n], 900 + (uint64_t)n);
+        if (rc)
+            break;
+    }
+    HC_CHECK_MSG(rc == -ENOSPC, "filling stopped with %d (%s)", rc, hc_last_error());
+    HC_CHECK_MSG(n >= 4, "only %d entries fit", n);
+
+    /* Tiles on a full disk: -ENOSPC, nothing half-written left. */
+    char k[HC_TC_KEY_LEN + 1], tdir[2 * PATH_MAX];
+    key_n(999, k);
+    if (hc_tc_begin(tc, k, HC_FORMAT_PNG, &e) == 0) {
+        static unsigned char tile[FULL_OUT];
+        for (uint32_t i = 0;; i++) {
+            HC_CHECK(i < 100);
+            rc = hc_tc_tile_put(tc, k, i, tile, sizeof tile);
+            if (rc)
+                break;
+        }
+        HC_CHECK_EQ(rc, -ENOSPC);
+        snprintf(tdir, sizeof tdir, "%s/cache/tiles/%s", g_tmp, k);
+        DIR *d = opendir(tdir);
+        struct dirent *de;
+        while (d && (de = readdir(d)) != NULL)
+            HC_CHECK_MSG(de->d_name[0] != '.' || !strcmp(de->d_name, ".") ||
+                             !strcmp(de->d_name, ".."),
+                         "temp tile %s left", de->d_name);
+        if (d)
+            closedir(d);
+    }
+
+    /* Someone else takes every byte left. */
+    char junk[PATH_MAX + 16];
+    snprintf(junk, sizeof junk, "%s/junk", g_tmp);
+    int fd = open(junk, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+    HC_CHECK(fd >= 0);
+    static unsigned char zeros[4096];
+    while (write(fd, zeros, sizeof zeros) > 0)
+        ;
+    close(fd);
+
+    /* What is finished is still served. */
+    for (int i = 0; i < n; i++) {
+        rc = hc_tc_lookup(tc, keys[i], &e);
+        HC_CHECK_MSG(rc == 0, "lookup on a full disk: %d %s", rc, hc_last_error());
+        HC_CHECK_EQ(e.state, HC_TC_DONE);
+        HC_CHECK_EQ(e.size, FULL_OUT);
+    }
+    hc_tc_close(tc);
+
+    /* Reopen on the full disk (recovery must manage), asking for free space it cannot get
+     * without evicting. */
+    uint64_t want_free = 3 * FULL_OUT;
+    tc = open_cache(0, want_free, 600000);
+    /* (the evictor thread, woken at open, may be at it already) */
+    rc = hc_tc_evict(tc);
+    HC_CHECK_MSG(rc == 0, "evict: %d %s", rc, hc_last_error());
+    uint64_t freed_to = free_bytes(g_tmp);
+    /* Checked with no free-space bound: lookups write access times, which take WAL space and
+     * would set the evictor going again while we count. */
+    hc_tc_close(tc);
+    tc = open_cache(0, 0, 600000);
+    int kept = 0;
+    static unsigned char got[FULL_OUT + 1], ref[FULL_OUT];
+    for (int i = 0; i < n; i++) {
+        HC_CHECK(hc_tc_lookup(tc, keys[i], &e) == 0);
+        if (e.state == HC_TC_ABSENT)
+            continue;
+        HC_CHECK_EQ(e.state, HC_TC_DONE);
+        fill(ref, FULL_OUT, 900 + (uint64_t)i);
+        HC_CHECK_EQ(read_file(e.path, got, sizeof got), FULL_OUT);
+        HC_CHECK(memcmp(got, ref, FULL_OUT) == 0);
+        kept++;
+    }
+    HC_CHECK_MSG(freed_to >= want_free || kept == 0, "free %llu, %d kept",
+                 (unsigned long long)freed_to, kept);
+    HC_CHECK_MSG(kept < n, "nothing was evicted");
+    struct hc_tc_stats s;
+    hc_tc_stats(tc, &s);
+    HC_CHECK_EQ(s.entries, (uint64_t)kept);
+    HC_CHECK_EQ(s.bytes, (uint64_t)kept * FULL_OUT);
+
+    /* With the space back, the cache works as before. */
+    HC_CHECK(unlink(junk) == 0);
+    key_n(998, k);
+    HC_CHECK_MSG(try_done(tc, k, 998) == 0, "%s", hc_last_error());
+    HC_CHECK_EQ(state_of(tc, k), HC_TC_DONE);
+    hc_tc_close(tc);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1058,6 +1209,7 @@ main(int argc, char **argv)
         {"concurrency", test_concurrency},
         {"crash", test_crash},
         {"reopen", test_reopen},
+        {"full", test_full},
     };
     if (argc != 2) {
         fprintf(stderr, "usage: test_tilecache CASE\n");

@@ -10,4 +10,10 @@ if(TARGET hc_tilecache)
     set_tests_properties(test_tilecache_${case} PROPERTIES LABELS unit SKIP_RETURN_CODE 77
       TIMEOUT 120)
   endforeach()
+  # A full disk, for real: a 1 MiB tmpfs mounted in a private user+mount namespace (no root
+  # needed where unprivileged user namespaces are allowed; skipped where they are not).
+  add_test(NAME test_tilecache_full
+    COMMAND sh ${CMAKE_CURRENT_SOURCE_DIR}/test_tilecache_full.sh $<TARGET_FILE:test_tilecache>)
+  set_tests_properties(test_tilecache_full PROPERTIES LABELS unit SKIP_RETURN_CODE 77
+    TIMEOUT 120)
 endif()

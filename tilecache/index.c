@@ -70,6 +70,13 @@ hc_tc_index_exec(struct hc_tc_index *ix, const char *sql)
     return rc == SQLITE_OK ? 0 : index_fail(ix, rc, sql);
 }
 
+void
+hc_tc_index_rollback(struct hc_tc_index *ix)
+{
+    /* Keeps the caller's error message: the failure that made it roll back is the news. */
+    sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+}
+
 static int
 index_schema(struct hc_tc_index *ix)
 {
@@ -86,6 +93,14 @@ index_schema(struct hc_tc_index *ix)
     rc = sqlite3_exec(ix->db, "PRAGMA synchronous=NORMAL", NULL, NULL, NULL);
     if (rc != SQLITE_OK)
         return index_fail(ix, rc, "synchronous=NORMAL");
+    /* Our transactions are a few pages each (every lookup writes an access time): a WAL
+     * checkpointed every 64 pages stays near 256 KiB instead of SQLite's 4 MiB, and is cut
+     * back to 1 MiB should it ever grow past that, so the index takes little of a disk
+     * that may be full. */
+    rc = sqlite3_exec(ix->db, "PRAGMA wal_autocheckpoint=64; PRAGMA journal_size_limit=1048576",
+                      NULL, NULL, NULL);
+    if (rc != SQLITE_OK)
+        return index_fail(ix, rc, "wal_autocheckpoint");
 
     rc = sqlite3_prepare_v2(ix->db, "PRAGMA user_version", -1, &st, NULL);
     if (rc != SQLITE_OK)
@@ -99,6 +114,8 @@ index_schema(struct hc_tc_index *ix)
     if (version > INDEX_SCHEMA_VERSION)
         return hc_error(-EBADMSG, "tilecache", "index: schema %d is newer than ours (%d)", version,
                         INDEX_SCHEMA_VERSION);
+    if (version == INDEX_SCHEMA_VERSION)
+        return 0; /* no write at open: a cache on a full disk still opens */
 
     rc = sqlite3_exec(ix->db,
                       "BEGIN IMMEDIATE;"
@@ -115,7 +132,7 @@ index_schema(struct hc_tc_index *ix)
                       NULL, NULL, NULL);
     if (rc != SQLITE_OK) {
         int err = index_fail(ix, rc, "creating the schema");
-        sqlite3_exec(ix->db, "ROLLBACK", NULL, NULL, NULL);
+        hc_tc_index_rollback(ix);
         return err;
     }
     return 0;
@@ -137,6 +154,11 @@ hc_tc_index_open(const char *path, struct hc_tc_index **out)
         goto out;
     }
     sqlite3_busy_timeout(ix->db, INDEX_BUSY_TIMEOUT_MS);
+    /* Keep the WAL file (at its size) across closes: a later transaction then reuses blocks
+     * it already owns, so the index can still record deletes when the disk is full, which
+     * is exactly when eviction needs to. */
+    int persist = 1;
+    sqlite3_file_control(ix->db, "main", SQLITE_FCNTL_PERSIST_WAL, &persist);
     err = index_schema(ix);
     if (err)
         goto out;
@@ -171,7 +193,7 @@ hc_tc_index_close(struct hc_tc_index *ix)
 void
 hc_tc_index_checkpoint(struct hc_tc_index *ix)
 {
-    sqlite3_wal_checkpoint_v2(ix->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, NULL, NULL);
+    sqlite3_wal_checkpoint_v2(ix->db, NULL, SQLITE_CHECKPOINT_PASSIVE, NULL, NULL);
 }
 
 static void

@@ -47,7 +47,9 @@ int hc_tc_index_oldest(struct hc_tc_index *ix, struct hc_tc_row *r);
 int hc_tc_index_list(struct hc_tc_index *ix, struct hc_tc_row **rows, size_t *n);
 /* BEGIN / COMMIT around a batch of changes (recovery). */
 int hc_tc_index_exec(struct hc_tc_index *ix, const char *sql);
-/* Writes the WAL back into the database and truncates it (at close). */
+/* ROLLBACK, leaving hc_last_error() as it was. */
+void hc_tc_index_rollback(struct hc_tc_index *ix);
+/* Writes the WAL back into the database (at close); the WAL file keeps its size. */
 void hc_tc_index_checkpoint(struct hc_tc_index *ix);
 
 #endif

@@ -157,7 +157,7 @@ tc_drop_tiles(struct hc_tc *tc, const char *key)
 
     tile_dir(tc, key, path, sizeof path);
     if (hc_tc_files_rmtree(path, &freed) != 0)
-        fprintf(stderr, "warn tilecache: %s\n", hc_last_error());
+        fprintf(stderr, "warn %s\n", hc_last_error());
     tc->tile_bytes = sub_clamp(tc->tile_bytes, freed);
 }
 
@@ -232,18 +232,19 @@ hc_tc_lookup(struct hc_tc *tc, const char *key, struct hc_tc_entry *e)
         out_path(tc, key, r.format, path, sizeof path);
         if (stat(path, &st) != 0 || !S_ISREG(st.st_mode) || (uint64_t)st.st_size != r.size) {
             fprintf(stderr, "warn tilecache: %s vanished or changed size; entry dropped\n", path);
-            err = hc_tc_index_delete(tc->ix, key);
-            if (err)
-                goto out;
-            tc_drop_output(tc, &r);
+            if (hc_tc_index_delete(tc->ix, key) == 0)
+                tc_drop_output(tc, &r);
+            else /* a full disk: the row goes at the next start; never served meanwhile */
+                fprintf(stderr, "warn %s\n", hc_last_error());
             memset(e, 0, sizeof *e);
             e->state = HC_TC_ABSENT;
             goto out;
         }
         r.atime = tc_now(tc);
-        err = hc_tc_index_touch(tc->ix, key, r.atime);
-        if (err)
-            goto out;
+        /* A lost access time only makes eviction a little less fair; failing the lookup
+         * (disk full, say) would stop a finished file from being served. */
+        if (hc_tc_index_touch(tc->ix, key, r.atime) != 0)
+            fprintf(stderr, "warn %s\n", hc_last_error());
     }
     entry_fill(tc, &r, e);
 out:
@@ -469,6 +470,18 @@ hc_tc_evict(struct hc_tc *tc)
             err = hc_tc_index_oldest(tc->ix, &r);
             if (err == 0)
                 err = hc_tc_index_delete(tc->ix, r.key);
+            if (err == -ENOSPC) {
+                /* The disk is so full that SQLite cannot log the delete. Free the files
+                 * first and try again with the space they gave back. Should that fail too,
+                 * the row stays DONE with no file, which lookup and open treat as gone; its
+                 * bytes are accounted for when the row goes. */
+                char path[PATH_MAX];
+                out_path(tc, r.key, r.format, path, sizeof path);
+                if (path[0])
+                    unlink(path);
+                tc_drop_tiles(tc, r.key);
+                err = hc_tc_index_delete(tc->ix, r.key);
+            }
             if (err == 0) {
                 tc_drop_output(tc, &r);
                 tc_drop_tiles(tc, r.key);
@@ -525,7 +538,7 @@ evictor_main(void *arg)
         tc->kick = 0;
         pthread_mutex_unlock(&tc->mu);
         if (hc_tc_evict(tc) != 0)
-            fprintf(stderr, "warn tilecache: eviction: %s\n", hc_last_error());
+            fprintf(stderr, "warn %s (eviction)\n", hc_last_error());
         pthread_mutex_lock(&tc->mu);
     }
     pthread_mutex_unlock(&tc->mu);
@@ -535,7 +548,15 @@ evictor_main(void *arg)
 /* Startup: whatever was not DONE belongs to a job that died with the last process; a DONE
  * row whose file is missing or has another size was torn by a crash. Both go, with their
  * files, and so does every file no DONE row accounts for (temp files, partial outputs,
- * tiles). Only then does anyone see the cache, so a partial file is never served. */
+ * tiles). Only then does anyone see the cache, so a partial file is never served.
+ * Files go before rows: on a full disk, SQLite needs the space they give back to log the
+ * deletes (and a row whose file is gone is harmless: lookup drops it). */
+static int
+row_cmp(const void *a, const void *b)
+{
+    return strcmp(((const struct hc_tc_row *)a)->key, ((const struct hc_tc_row *)b)->key);
+}
+
 static int
 tc_recover(struct hc_tc *tc)
 {
@@ -548,40 +569,28 @@ tc_recover(struct hc_tc *tc)
     err = hc_tc_index_list(tc->ix, &rows, &n);
     if (err)
         goto out;
-    err = hc_tc_index_exec(tc->ix, "BEGIN IMMEDIATE");
-    if (err)
-        goto out;
+    /* Decide: a row is kept when it is DONE and its file is whole; the others are marked
+     * ABSENT in the array. */
     for (size_t i = 0; i < n; i++) {
         struct hc_tc_row *r = &rows[i];
         char path[PATH_MAX];
         struct stat st;
-        int keep = 0;
 
         if (r->atime > tc->last_atime)
             tc->last_atime = r->atime;
         out_path(tc, r->key, r->format, path, sizeof path);
         if (r->state == HC_TC_DONE && key_valid(r->key) && path[0] && stat(path, &st) == 0 &&
-            S_ISREG(st.st_mode) && (uint64_t)st.st_size == r->size)
-            keep = 1;
-        if (keep) {
+            S_ISREG(st.st_mode) && (uint64_t)st.st_size == r->size) {
             tc->done_bytes += r->size;
             tc->done_entries++;
-            continue;
+        } else {
+            r->state = HC_TC_ABSENT;
         }
-        err = hc_tc_index_delete(tc->ix, r->key);
-        if (err) {
-            hc_tc_index_exec(tc->ix, "ROLLBACK");
-            goto out;
-        }
-        dropped++;
     }
-    err = hc_tc_index_exec(tc->ix, "COMMIT");
-    if (err) {
-        hc_tc_index_exec(tc->ix, "ROLLBACK");
-        goto out;
-    }
+    if (n > 1)
+        qsort(rows, n, sizeof *rows, row_cmp);
 
-    /* out/: keep exactly the files DONE rows name. */
+    /* out/: keep exactly the files kept rows name. */
     d = opendir(tc->out_dir);
     if (!d) {
         err = hc_error(-errno, "tilecache", "%s: %s", tc->out_dir, strerror(errno));
@@ -589,8 +598,8 @@ tc_recover(struct hc_tc *tc)
     }
     struct dirent *de;
     while ((de = readdir(d)) != NULL) {
-        char key[HC_TC_KEY_LEN + 1], path[PATH_MAX], want[PATH_MAX];
-        struct hc_tc_row r;
+        char path[PATH_MAX], want[PATH_MAX];
+        struct hc_tc_row probe, *r = NULL;
 
         if (strcmp(de->d_name, ".") == 0 || strcmp(de->d_name, "..") == 0)
             continue;
@@ -598,10 +607,11 @@ tc_recover(struct hc_tc *tc)
             continue; /* cannot be ours, and cannot be named to remove it */
         want[0] = '\0';
         if (strlen(de->d_name) > HC_TC_KEY_LEN) {
-            memcpy(key, de->d_name, HC_TC_KEY_LEN);
-            key[HC_TC_KEY_LEN] = '\0';
-            if (key_valid(key) && hc_tc_index_get(tc->ix, key, &r) == 0 && r.state == HC_TC_DONE)
-                out_path(tc, key, r.format, want, sizeof want);
+            memcpy(probe.key, de->d_name, HC_TC_KEY_LEN);
+            probe.key[HC_TC_KEY_LEN] = '\0';
+            r = n ? bsearch(&probe, rows, n, sizeof *rows, row_cmp) : NULL;
+            if (r && r->state == HC_TC_DONE)
+                out_path(tc, r->key, r->format, want, sizeof want);
         }
         if (want[0] && strcmp(want, path) == 0)
             continue;
@@ -613,6 +623,32 @@ tc_recover(struct hc_tc *tc)
     err = hc_tc_files_empty_dir(tc->tiles_dir, &freed);
     if (err)
         goto out;
+
+    for (size_t i = 0; i < n; i++)
+        dropped += rows[i].state != HC_TC_DONE;
+    if (dropped == 0)
+        goto done; /* nothing to write: a full disk can still be opened */
+    err = hc_tc_index_exec(tc->ix, "BEGIN IMMEDIATE");
+    for (size_t i = 0; i < n && !err; i++) {
+        if (rows[i].state != HC_TC_DONE)
+            err = hc_tc_index_delete(tc->ix, rows[i].key);
+    }
+    if (!err)
+        err = hc_tc_index_exec(tc->ix, "COMMIT");
+    if (err)
+        hc_tc_index_rollback(tc->ix);
+    if (err == -ENOSPC) {
+        /* A full disk: the files are gone already, and the rows left behind are harmless
+         * (lookup verifies a DONE row's file; a stale INCOMPLETE or ERROR row is replaced
+         * by the next begin). The next open removes them. Serving what we have beats not
+         * mounting. */
+        fprintf(stderr, "warn %s; %zu stale rows stay until the next start\n", hc_last_error(),
+                dropped);
+        err = 0;
+    }
+    if (err)
+        goto out;
+done:
     if (dropped || strays)
         fprintf(stderr,
                 "info tilecache: recovery dropped %zu unfinished or torn entries and %zu stray "
@@ -634,7 +670,7 @@ tc_wipe(struct hc_tc *tc, const char *db)
     char path[PATH_MAX];
     int err;
 
-    fprintf(stderr, "warn tilecache: %s; starting with an empty cache\n", hc_last_error());
+    fprintf(stderr, "warn %s; starting with an empty cache\n", hc_last_error());
     for (size_t i = 0; i < sizeof sfx / sizeof sfx[0]; i++) {
         bprintf(path, sizeof path, "%s%s", db, sfx[i]);
         if (unlink(path) != 0 && errno != ENOENT)
