@@ -380,7 +380,60 @@ def t_interrupt():
     print(f"ok interrupted: exit 130, '{err.strip()}'")
 
 
+def start_service(*extra):
+    """A real hc-gpu-service on 127.0.0.1:0 (CPU backend); returns (process, base URL)."""
+    svc = os.path.join(BUILD, "bin", "hc-gpu-service")
+    if not os.access(svc, os.X_OK):
+        fail(f"{svc} not built")
+    p = subprocess.Popen([svc, "--listen", "127.0.0.1:0", "--backend", "cpu", *extra],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    line = p.stdout.readline().strip()
+    port = line.rsplit(":", 1)[-1]
+    if not port.isdigit():
+        p.kill()
+        fail(f"service printed {line!r}, not a port")
+    return p, f"http://127.0.0.1:{port}"
+
+
+def t_service():
+    """--service: same bytes as in-process, every layout; a dead service fails cleanly."""
+    rng = np.random.default_rng(21)
+    svc, url = start_service()
+    try:
+        for ch in (1, 2, 3, 4):
+            for depth in (8, 16):
+                if depth == 16 and ch == 2:
+                    continue
+                src = random_image(rng, 97, 131, ch, depth)
+                inp = os.path.join(TMP, f"svc_{ch}_{depth}.png")
+                save_png(src, inp)
+                for scale, tile in ((2, 64), (3, 50), (4, 256)):
+                    local = os.path.join(TMP, "local.png")
+                    remote = os.path.join(TMP, "remote.png")
+                    hc("upscale", inp, local, "--scale", scale, "-q")
+                    hc("upscale", inp, remote, "--scale", scale, "--tile", tile, "--service", url,
+                       "-q")
+                    if open(local, "rb").read() != open(remote, "rb").read():
+                        fail(f"--service {ch}ch {depth}-bit x{scale} tile {tile}: bytes differ "
+                             "from the in-process run")
+                    ours = load_png(remote)
+                    ref = cv_resize(src, scale)
+                    if ours.ndim == 2 and ref.ndim == 3:
+                        ref = ref[..., 0]
+                    compare(ours, ref, scale, f"--service {ch}ch {depth}-bit tile {tile}")
+    finally:
+        svc.kill()
+        svc.wait()
+    # Nothing listens there any more: exit 1 with a reason, nothing written.
+    out = os.path.join(TMP, "dead.png")
+    p = hc("upscale", inp, out, "--service", url, "-q", check=False)
+    if p.returncode != 1 or os.path.exists(out) or len(p.stderr.strip().splitlines()) != 1:
+        fail(f"dead service: exit {p.returncode}, stderr {p.stderr!r}")
+    print(f"ok dead service: {p.stderr.strip()}")
+
+
 TESTS = {
+    "service": t_service,
     "interrupt": t_interrupt,
     "opencv_random": t_opencv_random,
     "opencv_photos": t_opencv_photos,
