@@ -109,6 +109,9 @@ struct bc_part {
     int rc;
 };
 
+static float *scratch_get(size_t bytes);
+static void scratch_put(float *buf, size_t bytes);
+
 static void *
 bc_run(void *arg)
 {
@@ -121,7 +124,8 @@ bc_run(void *arg)
     int tags[4] = {INT_MIN, INT_MIN, INT_MIN, INT_MIN};
 
     part->rc = 0;
-    if (posix_memalign((void **)&hbuf, 64, 4 * hstride * sizeof(float)) != 0) {
+    hbuf = scratch_get(4 * hstride * sizeof(float));
+    if (!hbuf) {
         part->rc = -ENOMEM;
         goto out;
     }
@@ -148,7 +152,7 @@ bc_run(void *arg)
             j->k->v16(h, j->yb + 4 * r, drow, n, j->nfloat);
     }
 out:
-    free(hbuf);
+    scratch_put(hbuf, 4 * hstride * sizeof(float));
     return NULL;
 }
 
@@ -185,6 +189,189 @@ bc_blocks(struct hc_bc_hplan *p, int32_t *boff, uint8_t *bmask, int16_t *bw, int
     return nb;
 }
 
+/* The column plan depends only on (depth, channels, scale, image width, window columns,
+ * output columns). The pipeline calls once per band of rows with the same columns every
+ * time, so a few plans are cached: building one for a 7680-wide output costs ~150 us, as
+ * much as the filtering of a 16-row band. Plans are immutable and reference counted; an
+ * evicted plan lives until its last user puts it. */
+struct bc_xplan {
+    int depth, cn, scale, src_w, win_x, win_w, dst_x, dst_w; /* key */
+    int refs;                                                /* users, + 1 while cached */
+    unsigned long used;                                      /* LRU clock */
+    size_t bytes;
+    struct hc_bc_hplan plan;
+};
+
+#define BC_CACHE_SLOTS 4
+#define BC_CACHE_MAX_BYTES (32u << 20) /* bigger plans are not kept */
+#define BC_SCRATCH_SLOTS 4
+#define BC_SCRATCH_MAX_BYTES (4u << 20)
+
+static pthread_mutex_t bc_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct bc_xplan *bc_cache[BC_CACHE_SLOTS];
+static unsigned long bc_clock;
+static void *bc_scratch[BC_SCRATCH_SLOTS];
+static size_t bc_scratch_bytes[BC_SCRATCH_SLOTS];
+
+static struct bc_xplan *
+xplan_build(const struct hc_view *src, int src_w, int scale, const struct hc_view *dst)
+{
+    int cn = dst->channels, w = dst->w, n = w * cn, nb = dst->depth == 8 ? n / 4 : 0;
+    size_t sz_xoff = (size_t)w * 4 * sizeof(int32_t), sz_xf = (size_t)w * 4 * sizeof(float);
+    size_t sz_boff = (size_t)nb * sizeof(int32_t), sz_bw = (size_t)nb * 16 * sizeof(int16_t);
+    size_t sz_bmask = (size_t)nb * 32, sz_xa = (size_t)w * 4 * sizeof(int16_t);
+    size_t head = (sizeof(struct bc_xplan) + 63) & ~(size_t)63;
+    size_t total = head + sz_xoff + sz_xf + sz_boff + sz_bw + sz_bmask + sz_xa;
+    struct bc_xplan *xp = malloc(total);
+    if (!xp)
+        return NULL;
+    memset(xp, 0, sizeof(*xp));
+    xp->depth = dst->depth;
+    xp->cn = cn;
+    xp->scale = scale;
+    xp->src_w = src_w;
+    xp->win_x = src->x;
+    xp->win_w = src->w;
+    xp->dst_x = dst->x;
+    xp->dst_w = w;
+    xp->refs = 1;
+    xp->bytes = total;
+
+    /* Carve in order of alignment: 4-byte arrays first, then shorts and bytes. */
+    uint8_t *m = (uint8_t *)xp + head;
+    int32_t *xoff = (int32_t *)m; m += sz_xoff;
+    float *xf = (float *)m; m += sz_xf;
+    int32_t *boff = (int32_t *)m; m += sz_boff;
+    int16_t *bw = (int16_t *)m; m += sz_bw;
+    int16_t *xa = (int16_t *)m; m += sz_xa;
+    uint8_t *bmask = m;
+
+    for (int x = 0; x < w; x++) {
+        int ix;
+        float t, c[4];
+        hc_bicubic_map(dst->x + x, scale, &ix, &t);
+        hc_bicubic_coeffs(t, c);
+        for (int q = 0; q < 4; q++) {
+            int sx = ix - 1 + q;
+            sx = sx < 0 ? 0 : sx > src_w - 1 ? src_w - 1 : sx;
+            xoff[4 * x + q] = (sx - src->x) * cn;
+            xf[4 * x + q] = c[q];
+            xa[4 * x + q] = hc_bicubic_q11(c[q]);
+        }
+    }
+    struct hc_bc_hplan *p = &xp->plan;
+    p->cn = cn;
+    p->w = w;
+    p->n = n;
+    p->xoff = xoff;
+    p->xa = xa;
+    p->xf = xf;
+    p->boff = boff;
+    p->bmask = bmask;
+    p->bw = bw;
+    p->nblk = nb ? bc_blocks(p, boff, bmask, bw, src->w * cn) : 0;
+    return xp;
+}
+
+static void
+xplan_put(struct bc_xplan *xp)
+{
+    pthread_mutex_lock(&bc_lock);
+    int last = --xp->refs == 0;
+    pthread_mutex_unlock(&bc_lock);
+    if (last)
+        free(xp);
+}
+
+static struct bc_xplan *
+xplan_get(const struct hc_view *src, int src_w, int scale, const struct hc_view *dst)
+{
+    struct bc_xplan *xp = NULL, *old = NULL;
+    pthread_mutex_lock(&bc_lock);
+    for (int i = 0; i < BC_CACHE_SLOTS; i++) {
+        struct bc_xplan *c = bc_cache[i];
+        if (c && c->depth == dst->depth && c->cn == dst->channels && c->scale == scale &&
+            c->src_w == src_w && c->win_x == src->x && c->win_w == src->w &&
+            c->dst_x == dst->x && c->dst_w == dst->w) {
+            c->refs++;
+            c->used = ++bc_clock;
+            xp = c;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&bc_lock);
+    if (xp)
+        return xp;
+
+    xp = xplan_build(src, src_w, scale, dst); /* outside the lock: other calls go on */
+    if (!xp || xp->bytes > BC_CACHE_MAX_BYTES)
+        return xp;
+    pthread_mutex_lock(&bc_lock);
+    int slot = 0;
+    for (int i = 0; i < BC_CACHE_SLOTS; i++) {
+        if (!bc_cache[i]) {
+            slot = i;
+            break;
+        }
+        if (bc_cache[i]->used < bc_cache[slot]->used)
+            slot = i;
+    }
+    old = bc_cache[slot];
+    if (old && --old->refs != 0)
+        old = NULL; /* still in use: its last user frees it */
+    xp->refs++;
+    xp->used = ++bc_clock;
+    bc_cache[slot] = xp;
+    pthread_mutex_unlock(&bc_lock);
+    free(old);
+    return xp;
+}
+
+/* Row buffers (4 rows of h per thread) come from a small pool: a 7680x3 output needs
+ * 368 KB per thread, which malloc would map and fault in afresh on every band. */
+static float *
+scratch_get(size_t bytes)
+{
+    void *p = NULL;
+    pthread_mutex_lock(&bc_lock);
+    for (int i = 0; i < BC_SCRATCH_SLOTS; i++) {
+        if (bc_scratch[i] && bc_scratch_bytes[i] >= bytes) {
+            p = bc_scratch[i];
+            bc_scratch[i] = NULL;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&bc_lock);
+    if (!p && posix_memalign(&p, 64, bytes) != 0)
+        p = NULL;
+    return p;
+}
+
+static void
+scratch_put(float *buf, size_t bytes)
+{
+    void *drop = buf;
+    if (!buf)
+        return;
+    if (bytes <= BC_SCRATCH_MAX_BYTES) {
+        pthread_mutex_lock(&bc_lock);
+        int slot = -1;
+        for (int i = 0; i < BC_SCRATCH_SLOTS && slot < 0; i++)
+            if (!bc_scratch[i])
+                slot = i;
+        for (int i = 0; i < BC_SCRATCH_SLOTS && slot < 0; i++)
+            if (bc_scratch_bytes[i] < bytes)
+                slot = i; /* keep the bigger buffer */
+        if (slot >= 0) {
+            drop = bc_scratch[slot];
+            bc_scratch[slot] = buf;
+            bc_scratch_bytes[slot] = bytes;
+        }
+        pthread_mutex_unlock(&bc_lock);
+    }
+    free(drop);
+}
+
 int
 hc_bicubic_resize_with(const struct hc_bc_kernels *k, const struct hc_view *src, int src_w,
                        int src_h, int scale, struct hc_view *dst, int nthreads)
@@ -200,47 +387,21 @@ hc_bicubic_resize_with(const struct hc_bc_kernels *k, const struct hc_view *src,
     pthread_t *tids = NULL;
     char *started = NULL;
     void *mem = NULL;
+    struct bc_xplan *xp = NULL;
     memset(&job, 0, sizeof(job));
 
-    /* One allocation for the plan. */
-    int nb = n / 4;
-    size_t sz_xoff = (size_t)w * 4 * sizeof(int32_t), sz_xa = (size_t)w * 4 * sizeof(int16_t);
-    size_t sz_xf = (size_t)w * 4 * sizeof(float), sz_boff = (size_t)nb * sizeof(int32_t);
-    size_t sz_bmask = (size_t)nb * 32, sz_bw = (size_t)nb * 16 * sizeof(int16_t);
+    xp = xplan_get(src, src_w, scale, dst);
     size_t sz_yrow = (size_t)hgt * 4 * sizeof(int32_t), sz_yib = (size_t)hgt * 4 * sizeof(int16_t);
     size_t sz_yb = (size_t)hgt * 4 * sizeof(float);
-    size_t total = sz_xoff + sz_xf + sz_yrow + sz_yb + sz_boff + sz_bw + sz_bmask + sz_xa +
-                   sz_yib + 64;
-    mem = malloc(total);
-    if (!mem) {
+    mem = malloc(sz_yrow + sz_yb + sz_yib);
+    if (!xp || !mem) {
         rc = hc_error(-ENOMEM, "bicubic", "out of memory for a %dx%d plan", w, hgt);
         goto out;
     }
-    /* Carve in order of alignment: 4-byte arrays first, then bytes and shorts. */
-    uint8_t *m = mem;
-    int32_t *xoff = (int32_t *)m; m += sz_xoff;
-    float *xf = (float *)m; m += sz_xf;
-    int32_t *yrow = (int32_t *)m; m += sz_yrow;
-    float *yb = (float *)m; m += sz_yb;
-    int32_t *boff = (int32_t *)m; m += sz_boff;
-    int16_t *bw = (int16_t *)m; m += sz_bw;
-    uint8_t *bmask = m; m += sz_bmask;
-    int16_t *xa = (int16_t *)m; m += sz_xa;
-    int16_t *yib = (int16_t *)m;
+    int32_t *yrow = mem;
+    float *yb = (float *)((uint8_t *)mem + sz_yrow);
+    int16_t *yib = (int16_t *)((uint8_t *)mem + sz_yrow + sz_yb);
 
-    for (int x = 0; x < w; x++) {
-        int ix;
-        float t, c[4];
-        hc_bicubic_map(dst->x + x, scale, &ix, &t);
-        hc_bicubic_coeffs(t, c);
-        for (int q = 0; q < 4; q++) {
-            int sx = ix - 1 + q;
-            sx = sx < 0 ? 0 : sx > src_w - 1 ? src_w - 1 : sx;
-            xoff[4 * x + q] = (sx - src->x) * cn;
-            xf[4 * x + q] = c[q];
-            xa[4 * x + q] = hc_bicubic_q11(c[q]);
-        }
-    }
     for (int y = 0; y < hgt; y++) {
         int iy;
         float t, c[4];
@@ -258,16 +419,7 @@ hc_bicubic_resize_with(const struct hc_bc_kernels *k, const struct hc_view *src,
     job.k = k;
     job.src = src;
     job.dst = dst;
-    job.plan.cn = cn;
-    job.plan.w = w;
-    job.plan.n = n;
-    job.plan.xoff = xoff;
-    job.plan.xa = xa;
-    job.plan.xf = xf;
-    job.plan.boff = boff;
-    job.plan.bmask = bmask;
-    job.plan.bw = bw;
-    job.plan.nblk = dst->depth == 8 ? bc_blocks(&job.plan, boff, bmask, bw, src->w * cn) : 0;
+    job.plan = xp->plan;
     job.yrow = yrow;
     job.yib = yib;
     job.yb = yb;
@@ -314,6 +466,8 @@ hc_bicubic_resize_with(const struct hc_bc_kernels *k, const struct hc_view *src,
     if (rc)
         rc = hc_error(rc, "bicubic", "out of memory for row buffers");
 out:
+    if (xp)
+        xplan_put(xp);
     free(parts);
     free(tids);
     free(started);

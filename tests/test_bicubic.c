@@ -4,6 +4,7 @@
  * source rectangle, tiled == untiled for many tile sizes, and argument checking.
  * Set HC_TEST_QUICK=1 for fewer cases (the qemu run). */
 #include <errno.h>
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -232,6 +233,59 @@ test_tiled(int quick)
     fprintf(stderr, "tiled == untiled: %d cases ok\n", count);
 }
 
+/* Concurrent callers (the service upscales many tiles at once) share the plan cache and
+ * the row-buffer pool of core/bicubic.c: bands of one image from 4 threads at once, each
+ * compared with the reference. */
+struct conc {
+    const struct img *src, *ref;
+    int sw, sh, scale, seed;
+    int bad;
+};
+
+static void *
+conc_run(void *arg)
+{
+    struct conc *c = arg;
+    int cn = c->src->v.channels, depth = c->src->v.depth, dw = c->sw * c->scale,
+        dh = c->sh * c->scale;
+    size_t bpp = hc_pixel_bytes(cn, depth);
+    for (int it = 0; it < 40 && !c->bad; it++) {
+        int band = 1 + (c->seed * 7 + it * 13) % 9;
+        int y = (c->seed * 31 + it * 17) % dh;
+        int h = y + band > dh ? dh - y : band;
+        struct hc_view out = {malloc((size_t)dw * bpp * h), (size_t)dw * bpp, 0, y, dw, h, cn,
+                              depth};
+        if (!out.data || hc_bicubic_resize(&c->src->v, c->sw, c->sh, c->scale, &out, 1) != 0 ||
+            memcmp(out.data, hc_view_at(&c->ref->v, 0, y), (size_t)dw * bpp * h) != 0)
+            c->bad = 1;
+        free(out.data);
+    }
+    return NULL;
+}
+
+static void
+test_concurrent(void)
+{
+    int sw = 211, sh = 37, scale = 3, cn = 3;
+    struct img src = img_new(0, 0, sw, sh, cn, 8, 0);
+    img_fill(&src);
+    struct img ref = img_new(0, 0, sw * scale, sh * scale, cn, 8, 0);
+    HC_CHECK(hc_bicubic_resize_ref(&src.v, sw, sh, scale, &ref.v) == 0);
+    pthread_t t[4];
+    struct conc c[4];
+    for (int i = 0; i < 4; i++) {
+        c[i] = (struct conc){&src, &ref, sw, sh, scale, i, 0};
+        HC_CHECK(pthread_create(&t[i], NULL, conc_run, &c[i]) == 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        HC_CHECK_MSG(!c[i].bad, "concurrent caller %d got wrong pixels", i);
+    }
+    free(src.px);
+    free(ref.px);
+    fprintf(stderr, "concurrent callers ok\n");
+}
+
 static void
 test_bad_args(void)
 {
@@ -299,6 +353,7 @@ main(void)
     test_bad_args();
     test_random(quick);
     test_tiled(quick);
+    test_concurrent();
     fprintf(stderr, "test_bicubic: ok (level in use: %s)\n", hc_simd_name(hc_cpu_level()));
     return 0;
 }
