@@ -128,10 +128,17 @@ probe_src(struct hc_probe_src *s, struct hc_image_info *info)
     default:
         break;
     }
-    /* stb's info functions want a buffer: the first 64 KiB hold any sane header. */
-    n = s->len < STB_PROBE_BYTES ? (size_t)s->len : STB_PROBE_BYTES;
+    /* stb's info functions want a buffer. From memory: up to 64 KiB. From a file: the
+     * 4 KiB window read above holds every header but an HDR file's long comments, so
+     * only when it is not enough are 64 KiB read. */
     if (s->mem)
-        return hc_stb_probe(s->mem, n, info);
+        return hc_stb_probe(s->mem, s->len < STB_PROBE_BYTES ? s->len : STB_PROBE_BYTES, info);
+    if (s->win_off == 0 && s->win_len > 0) {
+        res = hc_stb_probe(s->win, s->win_len, info);
+        if (res == 0 || s->win_len >= s->len)
+            return res;
+    }
+    n = s->len < STB_PROBE_BYTES ? (size_t)s->len : STB_PROBE_BYTES;
     buf = malloc(n);
     if (!buf)
         return hc_error(-ENOMEM, "codec", "out of memory");

@@ -180,6 +180,20 @@ hc_stb_reader_open(struct hc_reader *r)
     r->priv = p;
     r->ops = &sreader_ops;
     if (r->fp) {
+        /* Header first: a large file that is not an image is refused without reading it. */
+        uint8_t head[4096];
+        size_t hn = fread(head, 1, sizeof(head), r->fp);
+
+        if (!stbi_info_from_memory(head, (int)hn, &w, &h, &comp)) {
+            res = not_an_image();
+            goto out;
+        }
+        if (h < 0 && h != INT_MIN)
+            h = -h;
+        res = hc_check_limits(hc_format_name(stb_format(head, hn)), w, h, r->lim);
+        if (res)
+            goto out;
+        rewind(r->fp);
         res = slurp(r->fp, &p->file, &len);
         if (res)
             goto out;
