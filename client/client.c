@@ -997,10 +997,8 @@ accept_response(struct run *R, struct xfer *x, struct req *r)
         body = plain;
         len = r->expect;
     }
-    if (len != r->expect) {
-        rc = hc_error(-EPROTO, DOMAIN, "response of %zu bytes, %zu were asked for", len, r->expect);
-        goto out;
-    }
+    /* The parser checks the body against its own descriptors (and says what is wrong with
+     * a body that is not a message at all); then the descriptors must be ours. */
     if ((rc = hc_wire_parse(HC_WIRE_MAGIC_RESPONSE, body, len, wt, px, r->n, &n)))
         goto out;
     if (n != r->n) {
@@ -1021,6 +1019,10 @@ accept_response(struct run *R, struct xfer *x, struct req *r)
                           i, w->id, t->index);
             goto out;
         }
+    }
+    if (len != r->expect) { /* implied by the checks above; kept as the last line of defence */
+        rc = hc_error(-EPROTO, DOMAIN, "response of %zu bytes, %zu were asked for", len, r->expect);
+        goto out;
     }
     /* Only now, with every descriptor checked, do pixels reach the caller. */
     for (size_t i = 0; i < n; i++)
@@ -1077,7 +1079,10 @@ finish(struct run *R, struct xfer *x, CURLcode res)
             count(&sh->st.tiles, r->n);
             return 0;
         }
-        snprintf(r->why, sizeof r->why, "%s: %s", url, hc_last_error());
+        const char *e = hc_last_error();
+        if (strncmp(e, DOMAIN ": ", sizeof DOMAIN + 1) == 0)
+            e += sizeof DOMAIN + 1; /* "client: URL: client: ..." reads badly */
+        snprintf(r->why, sizeof r->why, "%s: %s", url, e);
     } else {
         char d[360];
         describe_status(x, status, d, sizeof d);

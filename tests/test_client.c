@@ -26,6 +26,8 @@
 #include <sys/prctl.h>
 #endif
 
+#include <zstd.h>
+
 #include "bicubic.h"
 #include "check.h"
 #include "client.h"
@@ -902,6 +904,203 @@ test_refused(void)
     job_free(&j);
 }
 
+/* ---- a service that answers wrongly ---------------------------------------------------- */
+
+/* The real service never sends a bad answer, so this small HTTP/1.1 server (keep-alive, one
+ * connection at a time) plays a broken or hostile one. It parses each request with the
+ * wire parser and answers according to its mode. */
+enum bad_mode { BAD_GARBAGE, BAD_WRONG_ID, BAD_SHORT, BAD_ENDLESS, BAD_BOMB, BAD_NMODES };
+static const char *const bad_names[] = {"garbage", "wrong id", "short body", "endless body",
+                                        "zstd bomb"};
+
+struct bad_server {
+    int fd, port;
+    enum bad_mode mode;
+    pthread_t th;
+};
+
+static int
+write_all(int fd, const void *p, size_t n)
+{
+    const uint8_t *b = p;
+    while (n) {
+        ssize_t w = write(fd, b, n);
+        if (w <= 0)
+            return -1;
+        b += w;
+        n -= (size_t)w;
+    }
+    return 0;
+}
+
+/* Answers one request on connection c; returns -1 when the connection is done. */
+static int
+bad_answer(struct bad_server *bs, int c)
+{
+    static uint8_t req[1 << 20];
+    size_t len = 0, head = 0;
+    while (!head) {
+        struct pollfd p = {.fd = c, .events = POLLIN};
+        if (poll(&p, 1, 5000) != 1)
+            return -1;
+        ssize_t r = read(c, req + len, sizeof req - 1 - len);
+        if (r <= 0)
+            return -1;
+        len += (size_t)r;
+        req[len] = 0;
+        char *e = strstr((char *)req, "\r\n\r\n");
+        if (e)
+            head = (size_t)(e + 4 - (char *)req);
+    }
+    char *cl = strcasestr((char *)req, "Content-Length:");
+    size_t body = cl ? strtoul(cl + 15, NULL, 10) : 0;
+    HC_CHECK(head + body < sizeof req);
+    while (len < head + body) {
+        ssize_t r = read(c, req + len, head + body - len);
+        if (r <= 0)
+            return -1;
+        len += (size_t)r;
+    }
+    struct hc_wire_tile t[HC_WIRE_MAX_TILES];
+    const uint8_t *px[HC_WIRE_MAX_TILES];
+    size_t n = 0;
+    HC_CHECK_MSG(
+        hc_wire_parse(HC_WIRE_MAGIC_REQUEST, req + head, body, t, px, HC_WIRE_MAX_TILES, &n) == 0,
+        "bad server got a bad request: %s", hc_last_error());
+    /* A well-formed answer of black pixels, then spoiled as the mode says. */
+    size_t total = 0;
+    for (size_t i = 0; i < n; i++)
+        total = total > hc_wire_out_bytes(&t[i]) ? total : hc_wire_out_bytes(&t[i]);
+    uint8_t *zero = calloc(1, total);
+    const uint8_t **outs = calloc(n, sizeof *outs);
+    HC_CHECK(zero && outs);
+    for (size_t i = 0; i < n; i++)
+        outs[i] = zero;
+    if (bs->mode == BAD_WRONG_ID)
+        t[n - 1].id += 1000;
+    uint8_t *msg = NULL;
+    size_t mlen = 0;
+    HC_CHECK(hc_wire_encode(HC_WIRE_MAGIC_RESPONSE, t, outs, n, &msg, &mlen) == 0);
+    char hdr[256];
+    int rc = 0;
+    switch (bs->mode) {
+    case BAD_GARBAGE: {
+        static const char g[] = "<html>not a tile message</html>";
+        snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", sizeof g - 1);
+        rc = write_all(c, hdr, strlen(hdr)) || write_all(c, g, sizeof g - 1);
+        break;
+    }
+    case BAD_WRONG_ID:
+    case BAD_SHORT: {
+        size_t l = bs->mode == BAD_SHORT ? mlen - 1 : mlen;
+        snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nContent-Length: %zu\r\n\r\n", l);
+        rc = write_all(c, hdr, strlen(hdr)) || write_all(c, msg, l);
+        break;
+    }
+    case BAD_ENDLESS: {
+        /* Claims a gigabyte and keeps sending until the client hangs up. */
+        snprintf(hdr, sizeof hdr, "HTTP/1.1 200 OK\r\nContent-Length: 1000000000\r\n\r\n");
+        rc = write_all(c, hdr, strlen(hdr));
+        for (int k = 0; !rc && k < 1000; k++)
+            rc = write_all(c, req, 1 << 16);
+        rc = -1;
+        break;
+    }
+    case BAD_BOMB: {
+        /* A small zstd body that inflates to 64 MiB of zeros. */
+        size_t big = 64u << 20, cap = ZSTD_compressBound(big);
+        uint8_t *src = calloc(1, big), *z = malloc(cap);
+        HC_CHECK(src && z);
+        size_t zl = ZSTD_compress(z, cap, src, big, 1);
+        HC_CHECK(!ZSTD_isError(zl));
+        snprintf(hdr, sizeof hdr,
+                 "HTTP/1.1 200 OK\r\nContent-Encoding: zstd\r\nContent-Length: %zu\r\n\r\n", zl);
+        rc = write_all(c, hdr, strlen(hdr)) || write_all(c, z, zl);
+        free(src);
+        free(z);
+        break;
+    }
+    default:
+        rc = -1;
+    }
+    free(msg);
+    free(zero);
+    free(outs);
+    return rc ? -1 : 0;
+}
+
+static void *
+bad_main(void *arg)
+{
+    struct bad_server *bs = arg;
+    for (;;) {
+        int c = accept(bs->fd, NULL, NULL);
+        if (c < 0)
+            return NULL; /* the listening socket was shut down: the test is over */
+        while (bad_answer(bs, c) == 0)
+            ;
+        close(c);
+    }
+}
+
+/* Answers that do not check out (garbage, wrong tile, short, endless, a decompression bomb)
+ * are refused before any pixel reaches the caller, retried, and reported; with a real
+ * service beside the bad one, the job completes correctly. */
+static void
+test_bad_answers(void)
+{
+    struct bad_server bs = {0};
+    bs.fd = silent_listener(&bs.port);
+    HC_CHECK(pthread_create(&bs.th, NULL, bad_main, &bs) == 0);
+    char bad[64];
+    snprintf(bad, sizeof bad, "http://127.0.0.1:%d", bs.port);
+    const char *urls[] = {bad};
+    struct job j;
+    job_make(&j, 64, 48, 3, 8, 2, 32, 0);
+    size_t bpp = hc_pixel_bytes(j.g.channels, j.g.depth);
+
+    for (int m = 0; m < BAD_NMODES; m++) {
+        bs.mode = (enum bad_mode)m;
+        struct hc_client_opts o;
+        hc_client_opts_default(&o);
+        o.urls = urls;
+        o.nurls = 1;
+        o.inflight = 1; /* the bad server serves one connection at a time */
+        o.tiles_per_request = 2;
+        o.retries = 1;
+        o.timeout_ms = 5000;
+        struct hc_client *c = NULL;
+        HC_CHECK(hc_client_open(&o, &c) == 0);
+        int rc = run_job(c, &j);
+        fprintf(stderr, "bad answer (%s): rc %d: %s\n", bad_names[m], rc, hc_last_error());
+        HC_CHECK_EQ(rc, -EIO);
+        HC_CHECK(strstr(hc_last_error(), "after 2 attempts") != NULL);
+        /* Nothing from a bad answer was written: every byte still holds the fill pattern. */
+        for (size_t i = 0; i < j.ntiles; i++) {
+            const uint8_t *p = j.tiles[i].out_px;
+            size_t nb = (size_t)j.tiles[i].out.w * j.tiles[i].out.h * bpp;
+            for (size_t k = 0; k < nb; k++)
+                HC_CHECK_MSG(p[k] == 0xA5, "%s: tile %zu written", bad_names[m], i);
+        }
+        hc_client_close(c);
+    }
+
+    /* Beside a real service, the bad one only costs retries. */
+    struct service s;
+    service_start(&s, NULL);
+    const char *both[] = {bad, s.url};
+    bs.mode = BAD_WRONG_ID;
+    struct hc_client *c = client_open(both, 2, 1, 2, NULL, NULL);
+    HC_CHECK_MSG(run_job(c, &j) == 0, "%s", hc_last_error());
+    job_verify(&j, "bad service beside a good one");
+    hc_client_close(c);
+
+    shutdown(bs.fd, SHUT_RDWR);
+    close(bs.fd);
+    pthread_join(bs.th, NULL);
+    job_free(&j);
+}
+
 /* Options and token files that are wrong are refused with a reason. */
 static void
 test_opts(void)
@@ -963,6 +1162,7 @@ main(int argc, char **argv)
         {"opts", test_opts, 0},
         {"overload", test_overload, 1},
         {"refused", test_refused, 1},
+        {"bad_answers", test_bad_answers, 1},
     };
     if (argc != 2) {
         fprintf(stderr, "usage: test_client NAME\n");
