@@ -672,14 +672,31 @@ test_evict(void)
     HC_CHECK_EQ(hc_tc_tile_get(tc, keys[6], 0, tile, sizeof tile), -ENOENT);
     hc_tc_close(tc);
 
-    /* Minimum free space no disk can have: everything evictable goes, running jobs stay. */
+    /* Minimum free space no disk can have: everything evictable goes but the most recently
+     * used entry; running jobs stay. */
     tc = open_cache(0, UINT64_MAX / 2, 600000);
     HC_CHECK(hc_tc_begin(tc, keys[11], HC_FORMAT_PNG, &e) == 0);
     HC_CHECK(hc_tc_evict(tc) == 0);
+    int mru = -1;
     for (int i = 0; i < m.n; i++)
-        m.used[i] = -1;
+        if (m.used[i] >= 0 && (mru < 0 || m.used[i] > m.used[mru]))
+            mru = i;
+    HC_CHECK(mru >= 0);
+    for (int i = 0; i < m.n; i++)
+        if (i != mru)
+            m.used[i] = -1;
     check_model(tc, &m, keys);
     HC_CHECK_EQ(state_of(tc, keys[11]), HC_TC_INCOMPLETE);
+    hc_tc_close(tc);
+
+    /* One result larger than the bound: kept for its reader until the next one arrives. */
+    tc = open_cache(500, 0, 600000);
+    HC_CHECK(hc_tc_evict(tc) == 0);
+    HC_CHECK_EQ(state_of(tc, keys[mru]), HC_TC_DONE);
+    make_done(tc, keys[0], 1000, 0);
+    HC_CHECK(hc_tc_evict(tc) == 0);
+    HC_CHECK_EQ(state_of(tc, keys[mru]), HC_TC_ABSENT);
+    HC_CHECK_EQ(state_of(tc, keys[0]), HC_TC_DONE);
     hc_tc_close(tc);
 }
 
@@ -1177,7 +1194,7 @@ test_full(void)
         HC_CHECK(memcmp(got, ref, FULL_OUT) == 0);
         kept++;
     }
-    HC_CHECK_MSG(freed_to >= want_free || kept == 0, "free %llu, %d kept",
+    HC_CHECK_MSG(freed_to >= want_free || kept <= 1, "free %llu, %d kept",
                  (unsigned long long)freed_to, kept);
     HC_CHECK_MSG(kept < n, "nothing was evicted");
     struct hc_tc_stats s;

@@ -20,9 +20,12 @@ static const char *const stmt_sql[ST_COUNT] = {
                "VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
     [ST_TOUCH] = "UPDATE entries SET atime = ?2 WHERE key = ?1",
     [ST_DELETE] = "DELETE FROM entries WHERE key = ?1",
-    /* INCOMPLETE rows belong to a running job: never eviction candidates. */
+    /* INCOMPLETE rows belong to a running job: never eviction candidates. Nor is the most
+     * recently used row: it is what a reader has just asked for. */
     [ST_OLDEST] = "SELECT key, state, format, size, atime, error FROM entries "
-                  "WHERE state IN (2, 3) ORDER BY atime LIMIT 1",
+                  "WHERE state IN (2, 3) AND atime < "
+                  "  (SELECT max(atime) FROM entries WHERE state IN (2, 3)) "
+                  "ORDER BY atime LIMIT 1",
     [ST_LIST] = "SELECT key, state, format, size, atime, error FROM entries",
 };
 

@@ -40,8 +40,9 @@ int hc_tc_index_put(struct hc_tc_index *ix, const struct hc_tc_row *r);
 /* Sets the access time of key's row (no row: nothing happens). */
 int hc_tc_index_touch(struct hc_tc_index *ix, const char *key, int64_t atime);
 int hc_tc_index_delete(struct hc_tc_index *ix, const char *key);
-/* The least recently used row that may be evicted (DONE or ERROR, never INCOMPLETE):
- * 0 and *r, or -ENOENT when there is none. */
+/* The least recently used row that may be evicted (DONE or ERROR, never INCOMPLETE, and
+ * never the most recently used of those, so that a result larger than the cache's bound is
+ * still there for the reader who asked for it): 0 and *r, or -ENOENT when there is none. */
 int hc_tc_index_oldest(struct hc_tc_index *ix, struct hc_tc_row *r);
 /* Every row, into a malloc'd array (*rows, freed with free()) of *n rows. */
 int hc_tc_index_list(struct hc_tc_index *ix, struct hc_tc_row **rows, size_t *n);
