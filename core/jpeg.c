@@ -157,12 +157,25 @@ hc_jpeg_probe(struct hc_probe_src *s, struct hc_image_info *info)
 
 /* ---- reader ---- */
 
+/* ICC chunks kept in all: more than any real profile, and a bound on what a file made of
+ * thousands of APP2 segments can make us hold. */
+#define ICC_MAX (16u << 20)
+
 struct jreader {
     struct jpeg_decompress_struct cinfo;
     struct jerr err;
     int created;
     int cmyk, inverted;
     uint8_t *cmyk_row; /* one row of CMYK samples */
+    /* metadata collected by our marker processors */
+    uint8_t *icc_chunk[256]; /* by sequence number 1..255 */
+    unsigned icc_chunk_len[256];
+    int icc_count;           /* chunk count the segments announce (0: none seen) */
+    size_t icc_total;
+    int icc_bad;             /* inconsistent or too large: drop the profile */
+    uint8_t *exif;
+    size_t exif_len;
+    int oom;
 };
 
 static int
@@ -229,6 +242,9 @@ jreader_close(struct hc_reader *r)
         return;
     if (p->created)
         jpeg_destroy_decompress(&p->cinfo);
+    for (int i = 0; i < 256; i++)
+        free(p->icc_chunk[i]);
+    free(p->exif);
     free(p->cmyk_row);
     free(p);
     r->priv = NULL;
@@ -236,29 +252,120 @@ jreader_close(struct hc_reader *r)
 
 static const struct hc_reader_ops jreader_ops = {jreader_read, jreader_close};
 
+/* Marker processors for APP1 (EXIF) and APP2 (ICC). libjpeg's jpeg_save_markers would
+ * keep every such segment, without a bound on their number; these keep the first EXIF
+ * block and at most ICC_MAX bytes of ICC chunks and skip everything else. */
+static int
+src_byte(j_decompress_ptr ci)
+{
+    struct jpeg_source_mgr *s = ci->src;
+
+    /* stdio and memory sources never suspend: at the end they insert EOI with a warning,
+     * which our error manager turns into a failure */
+    if (s->bytes_in_buffer == 0 && !s->fill_input_buffer(ci))
+        ERREXIT(ci, JERR_CANT_SUSPEND);
+    s->bytes_in_buffer--;
+    return *s->next_input_byte++;
+}
+
+static void
+src_read(j_decompress_ptr ci, uint8_t *dst, size_t n)
+{
+    struct jpeg_source_mgr *s = ci->src;
+
+    while (n) {
+        size_t k;
+
+        if (s->bytes_in_buffer == 0 && !s->fill_input_buffer(ci))
+            ERREXIT(ci, JERR_CANT_SUSPEND);
+        k = s->bytes_in_buffer < n ? s->bytes_in_buffer : n;
+        memcpy(dst, s->next_input_byte, k);
+        s->next_input_byte += k;
+        s->bytes_in_buffer -= k;
+        dst += k;
+        n -= k;
+    }
+}
+
+static boolean
+app_marker(j_decompress_ptr ci)
+{
+    struct jreader *p = ci->client_data;
+    long len = (long)(src_byte(ci) << 8);
+    uint8_t hdr[14];
+    size_t hn;
+
+    len += src_byte(ci);
+    len -= 2;
+    if (len < 0)
+        ERREXIT(ci, JERR_BAD_LENGTH);
+    hn = ci->unread_marker == JPEG_APP0 + 1 ? 6 : 14;
+    if ((size_t)len < hn) {
+        if (len > 0)
+            ci->src->skip_input_data(ci, len);
+        return TRUE;
+    }
+    src_read(ci, hdr, hn);
+    len -= (long)hn;
+    if (ci->unread_marker == JPEG_APP0 + 1 && !memcmp(hdr, "Exif\0\0", 6) && !p->exif &&
+        len > 0) {
+        p->exif = malloc((size_t)len);
+        if (p->exif) {
+            src_read(ci, p->exif, (size_t)len);
+            p->exif_len = (size_t)len;
+            return TRUE;
+        }
+        p->oom = 1;
+    } else if (ci->unread_marker == JPEG_APP0 + 2 && !memcmp(hdr, "ICC_PROFILE\0", 12) &&
+               !p->icc_bad && len > 0) {
+        int seq = hdr[12], count = hdr[13];
+
+        if (seq < 1 || seq > count || (p->icc_count && count != p->icc_count) ||
+            p->icc_chunk[seq] || p->icc_total + (size_t)len > ICC_MAX) {
+            p->icc_bad = 1; /* like libjpeg: an inconsistent profile is no profile */
+        } else {
+            p->icc_count = count;
+            p->icc_chunk[seq] = malloc((size_t)len);
+            if (p->icc_chunk[seq]) {
+                src_read(ci, p->icc_chunk[seq], (size_t)len);
+                p->icc_chunk_len[seq] = (unsigned)len;
+                p->icc_total += (size_t)len;
+                return TRUE;
+            }
+            p->oom = 1;
+        }
+    }
+    if (len > 0)
+        ci->src->skip_input_data(ci, len);
+    return TRUE;
+}
+
 static int
 read_meta(struct hc_reader *r, struct jreader *p)
 {
-    JOCTET *icc = NULL;
-    unsigned int icc_len = 0;
+    if (p->oom)
+        return hc_error(-ENOMEM, DOM, "out of memory");
+    /* a CMYK file's profile describes CMYK, not the RGB we hand out */
+    if (!p->cmyk && !p->icc_bad && p->icc_count) {
+        size_t off = 0;
 
-    if (!p->cmyk && jpeg_read_icc_profile(&p->cinfo, &icc, &icc_len) && icc && icc_len) {
-        r->meta.icc = icc;
-        r->meta.icc_len = icc_len;
-    } else {
-        free(icc);
-    }
-    for (jpeg_saved_marker_ptr m = p->cinfo.marker_list; m; m = m->next) {
-        if (m->marker != JPEG_APP0 + 1 || m->data_length <= 6 ||
-            memcmp(m->data, "Exif\0\0", 6) != 0)
-            continue;
-        r->meta.exif = malloc(m->data_length - 6);
-        if (!r->meta.exif)
+        for (int i = 1; i <= p->icc_count; i++)
+            if (!p->icc_chunk[i])
+                return 0; /* a chunk is missing: no profile */
+        r->meta.icc = malloc(p->icc_total);
+        if (!r->meta.icc)
             return hc_error(-ENOMEM, DOM, "out of memory");
-        memcpy(r->meta.exif, m->data + 6, m->data_length - 6);
-        r->meta.exif_len = m->data_length - 6;
-        break;
+        for (int i = 1; i <= p->icc_count; i++) {
+            memcpy(r->meta.icc + off, p->icc_chunk[i], p->icc_chunk_len[i]);
+            off += p->icc_chunk_len[i];
+            free(p->icc_chunk[i]);
+            p->icc_chunk[i] = NULL;
+        }
+        r->meta.icc_len = off;
     }
+    r->meta.exif = p->exif;
+    r->meta.exif_len = p->exif_len;
+    p->exif = NULL;
     return 0;
 }
 
@@ -286,8 +393,9 @@ hc_jpeg_reader_open(struct hc_reader *r)
         jpeg_stdio_src(ci, r->fp);
     else
         jpeg_mem_src(ci, r->mem, (unsigned long)r->mem_len);
-    jpeg_save_markers(ci, JPEG_APP0 + 1, 0xFFFF);
-    jpeg_save_markers(ci, JPEG_APP0 + 2, 0xFFFF);
+    ci->client_data = p;
+    jpeg_set_marker_processor(ci, JPEG_APP0 + 1, app_marker);
+    jpeg_set_marker_processor(ci, JPEG_APP0 + 2, app_marker);
     if (jpeg_read_header(ci, TRUE) != JPEG_HEADER_OK) {
         res = hc_error(-EINVAL, DOM, "no image in the file");
         goto out;

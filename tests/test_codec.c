@@ -283,6 +283,52 @@ test_bombs(void)
                  maxrss_kb() - before);
 }
 
+/* Thousands of APP2 (ICC) segments before the frame: a small image whose markers alone
+ * would take 32 MB if every segment were kept. */
+static void
+test_marker_bomb(void)
+{
+    size_t n;
+    uint8_t *jpg = make_file("m.jpg", HC_FORMAT_JPEG, 16, 16, 3, 8, &n);
+    uint8_t *seg = malloc(65537);
+    FILE *f = fopen(tpath("mbomb.jpg"), "wb");
+    long before;
+    int res;
+
+    HC_CHECK(seg && f);
+    seg[0] = 0xFF;
+    seg[1] = 0xE2;
+    seg[2] = seg[3] = 0xFF; /* length 65535 */
+    memcpy(seg + 4, "ICC_PROFILE", 12);
+    memset(seg + 18, 'x', 65537 - 18);
+    fwrite(jpg, 1, 2, f); /* SOI */
+    for (int i = 0; i < 500; i++) {
+        seg[16] = (uint8_t)(i % 255 + 1); /* sequence numbers repeat: inconsistent */
+        seg[17] = 255;
+        HC_CHECK(fwrite(seg, 1, 65537, f) == 65537);
+    }
+    HC_CHECK(fwrite(jpg + 2, 1, n - 2, f) == n - 2);
+    HC_CHECK(fclose(f) == 0);
+    before = maxrss_kb();
+    {
+        struct hc_image_info info;
+        uint8_t *px = NULL;
+        struct hc_meta m = {0};
+
+        res = hc_decode_file(tpath("mbomb.jpg"), NULL, &info, &px, &m);
+        HC_CHECK_MSG(res == 0, "%s", hc_last_error());
+        HC_CHECK_EQ(info.width, 16);
+        HC_CHECK(m.icc == NULL); /* inconsistent chunks: no profile */
+        free(px);
+        hc_meta_clear(&m);
+    }
+    HC_CHECK_MSG(maxrss_kb() - before < 20 * 1024, "APP2 segments grew RSS by %ld KiB",
+                 maxrss_kb() - before);
+    unlink(tpath("mbomb.jpg"));
+    free(seg);
+    free(jpg);
+}
+
 static void
 test_garbage(void)
 {
@@ -516,6 +562,7 @@ run_unit(void)
     HC_CHECK(mkdtemp(tmpdir));
     atexit(rm_tmpdir);
     test_bombs(); /* first: maxrss must not yet include the larger tests */
+    test_marker_bomb();
     test_garbage();
     test_truncated_jpeg();
     test_corrupt_png();
