@@ -240,11 +240,15 @@ hc_tc_lookup(struct hc_tc *tc, const char *key, struct hc_tc_entry *e)
             e->state = HC_TC_ABSENT;
             goto out;
         }
-        r.atime = tc_now(tc);
-        /* A lost access time only makes eviction a little less fair; failing the lookup
-         * (disk full, say) would stop a finished file from being served. */
-        if (hc_tc_index_touch(tc->ix, key, r.atime) != 0)
-            fprintf(stderr, "warn %s\n", hc_last_error());
+        /* Already the most recently used (readers of one file, one after another): the
+         * order would not change, so no write is spent on it. A lost access time only
+         * makes eviction a little less fair; failing the lookup (disk full, say) would stop
+         * a finished file from being served. */
+        if (r.atime != tc->last_atime) {
+            r.atime = tc_now(tc);
+            if (hc_tc_index_touch(tc->ix, key, r.atime) != 0)
+                fprintf(stderr, "warn %s\n", hc_last_error());
+        }
     }
     entry_fill(tc, &r, e);
 out:
