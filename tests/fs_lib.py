@@ -51,6 +51,16 @@ def check(cond, why):
         fail(why)
 
 
+def stacks(pid):
+    """Thread stacks of a hung process (gdb, when installed), for the failure message."""
+    try:
+        r = subprocess.run(["gdb", "-p", str(pid), "-batch", "-ex", "thread apply all bt"],
+                           capture_output=True, text=True, timeout=60)
+        return "\n".join(l for l in r.stdout.splitlines() if l.startswith(("#", "Thread")))
+    except (OSError, subprocess.TimeoutExpired):
+        return "(no gdb)"
+
+
 def require_fuse():
     if not os.path.exists("/dev/fuse"):
         skip("/dev/fuse is missing")
@@ -159,7 +169,8 @@ class Mount:
         try:
             rc = self.proc.wait(timeout=timeout)
         except subprocess.TimeoutExpired:
-            fail("hcfs did not exit within %d s of fusermount3 -u:\n%s" % (timeout, self.log()))
+            fail("hcfs did not exit within %d s of fusermount3 -u:\n%s\n%s" %
+                 (timeout, self.log(), stacks(self.proc.pid)))
         check(not os.path.ismount(self.root), "still mounted after fusermount3 -u")
         return rc
 

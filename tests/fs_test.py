@@ -437,7 +437,8 @@ def case_signals():
     try:
         rc = m.proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        fail("hcfs did not exit within 20 s of SIGTERM")
+        import fs_lib
+        fail("hcfs did not exit within 20 s of SIGTERM:\n%s\n%s" % (m.log(), fs_lib.stacks(m.proc.pid)))
     log("hcfs exited %d after %.2f s" % (rc, time.time() - t0))
     check(rc == 0, "exit status %d after SIGTERM:\n%s" % (rc, m.log()))
     check(not os.path.ismount(m.root), "still mounted after SIGTERM")
