@@ -217,11 +217,13 @@ static struct bc_xplan *
 xplan_build(const struct hc_view *src, int src_w, int scale, const struct hc_view *dst)
 {
     int cn = dst->channels, w = dst->w, n = w * cn, nb = dst->depth == 8 ? n / 4 : 0;
+    int ng = dst->depth == 16 ? n / 8 : 0;
+    size_t sz_goff = (size_t)ng * 32 * sizeof(int32_t), sz_gw = (size_t)ng * 32 * sizeof(float);
     size_t sz_xoff = (size_t)w * 4 * sizeof(int32_t), sz_xf = (size_t)w * 4 * sizeof(float);
     size_t sz_boff = (size_t)nb * sizeof(int32_t), sz_bw = (size_t)nb * 16 * sizeof(int16_t);
     size_t sz_bmask = (size_t)nb * 32, sz_xa = (size_t)w * 4 * sizeof(int16_t);
     size_t head = (sizeof(struct bc_xplan) + 63) & ~(size_t)63;
-    size_t total = head + sz_xoff + sz_xf + sz_boff + sz_bw + sz_bmask + sz_xa;
+    size_t total = head + sz_xoff + sz_xf + sz_goff + sz_gw + sz_boff + sz_bw + sz_bmask + sz_xa;
     struct bc_xplan *xp = malloc(total);
     if (!xp)
         return NULL;
@@ -241,6 +243,8 @@ xplan_build(const struct hc_view *src, int src_w, int scale, const struct hc_vie
     uint8_t *m = (uint8_t *)xp + head;
     int32_t *xoff = (int32_t *)m; m += sz_xoff;
     float *xf = (float *)m; m += sz_xf;
+    int32_t *goff = (int32_t *)m; m += sz_goff;
+    float *gw = (float *)m; m += sz_gw;
     int32_t *boff = (int32_t *)m; m += sz_boff;
     int16_t *bw = (int16_t *)m; m += sz_bw;
     int16_t *xa = (int16_t *)m; m += sz_xa;
@@ -270,6 +274,25 @@ xplan_build(const struct hc_view *src, int src_w, int scale, const struct hc_vie
     p->bmask = bmask;
     p->bw = bw;
     p->nblk = nb ? bc_blocks(p, boff, bmask, bw, src->w * cn) : 0;
+    p->goff = goff;
+    p->gw = gw;
+    p->ngrp16 = 0;
+    for (int g = 0; g < ng; g++) {
+        int fits = 1;
+        for (int j = 0; j < 8; j++) {
+            int e = 8 * g + j, x = e / cn, c = e - x * cn;
+            for (int q = 0; q < 4; q++) {
+                int off = 2 * (xoff[4 * x + q] + c);
+                goff[32 * g + 8 * q + j] = off;
+                gw[32 * g + 8 * q + j] = xf[4 * x + q];
+                if (off + 4 > 2 * src->w * cn)
+                    fits = 0;
+            }
+        }
+        if (!fits)
+            break;
+        p->ngrp16 = g + 1;
+    }
     return xp;
 }
 

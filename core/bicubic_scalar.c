@@ -51,11 +51,11 @@ v8_scalar(const float *const h[4], const float b[4], const int16_t ib[4], uint8_
     hc_bc_v8_scalar_from(h, b, ib, dst, n, nfloat, 0);
 }
 
-static void
-h16_scalar(const uint8_t *srow, const struct hc_bc_hplan *p, float *h)
+void
+hc_bc_h16_scalar_from(const uint8_t *srow, const struct hc_bc_hplan *p, float *h, int e0)
 {
     int cn = p->cn;
-    for (int e = 0; e < p->n; e++) {
+    for (int e = e0; e < p->n; e++) {
         int x = e / cn, c = e - x * cn;
         const int32_t *o = p->xoff + 4 * x;
         const float *a = p->xf + 4 * x;
@@ -65,6 +65,12 @@ h16_scalar(const uint8_t *srow, const struct hc_bc_hplan *p, float *h)
         v = v + (float)ld16(srow + 2 * (size_t)(o[3] + c)) * a[3];
         h[e] = v;
     }
+}
+
+static void
+h16_scalar(const uint8_t *srow, const struct hc_bc_hplan *p, float *h)
+{
+    hc_bc_h16_scalar_from(srow, p, h, 0);
 }
 
 void

@@ -139,6 +139,12 @@ struct hc_bc_hplan {
     const int32_t *boff;
     const uint8_t *bmask;
     const int16_t *bw;
+    /* 16-bit gather groups of 8 output elements: goff[32 g + 8 k + j] is the byte offset of
+     * tap k of element 8 g + j, gw[32 g + 8 k + j] its float weight. A 4-byte gather at
+     * each offset stays inside the row for the first ngrp16 groups. */
+    int ngrp16;
+    const int32_t *goff;
+    const float *gw;
 };
 
 struct hc_bc_kernels {
@@ -167,6 +173,7 @@ extern const struct hc_bc_kernels hc_bc_kernels_neon;
 
 /* Scalar pieces the vector kernels reuse for their edges. */
 void hc_bc_h8_scalar_from(const uint8_t *srow, const struct hc_bc_hplan *p, float *h, int e0);
+void hc_bc_h16_scalar_from(const uint8_t *srow, const struct hc_bc_hplan *p, float *h, int e0);
 void hc_bc_v8_scalar_from(const float *const h[4], const float b[4], const int16_t ib[4],
                           uint8_t *dst, int n, int nfloat, int e0);
 void hc_bc_v16_scalar_from(const float *const h[4], const float b[4], uint8_t *dst, int n,

@@ -1,5 +1,5 @@
 /* bench_bicubic: times hc_bicubic_resize on one raw image held in memory (for
- * scripts/bench-bicubic; not a test). usage: bench_bicubic IN W H CN SCALE RUNS [THREADS]
+ * scripts/bench-bicubic; not a test). usage: bench_bicubic IN W H CN SCALE RUNS [THREADS] [DEPTH]
  * Prints one line per run ("run N: S s") and "median: S s". Set HC_SIMD to pick a level. */
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,14 +28,16 @@ int
 main(int argc, char **argv)
 {
     if (argc < 7) {
-        fprintf(stderr, "usage: %s IN W H CN SCALE RUNS [THREADS]\n", argv[0]);
+        fprintf(stderr, "usage: %s IN W H CN SCALE RUNS [THREADS] [DEPTH]\n", argv[0]);
         return 2;
     }
     int w = atoi(argv[2]), h = atoi(argv[3]), cn = atoi(argv[4]), scale = atoi(argv[5]);
     int runs = atoi(argv[6]), threads = argc > 7 ? atoi(argv[7]) : 0;
-    if (w < 1 || h < 1 || cn < 1 || cn > 4 || scale < 1 || scale > 8 || runs < 1 || runs > 1000)
+    int depth = argc > 8 ? atoi(argv[8]) : 8;
+    if (w < 1 || h < 1 || cn < 1 || cn > 4 || scale < 1 || scale > 8 || runs < 1 || runs > 1000 ||
+        (depth != 8 && depth != 16))
         return 2;
-    size_t in_sz = (size_t)w * h * cn, out_sz = in_sz * scale * scale;
+    size_t in_sz = (size_t)w * h * cn * (depth / 8), out_sz = in_sz * scale * scale;
     unsigned char *in = malloc(in_sz), *out = malloc(out_sz);
     double *t = calloc((size_t)runs, sizeof(double));
     if (!in || !out || !t)
@@ -46,8 +48,9 @@ main(int argc, char **argv)
         return 1;
     }
     fclose(f);
-    struct hc_view src = {in, (size_t)w * cn, 0, 0, w, h, cn, 8};
-    struct hc_view dst = {out, (size_t)w * scale * cn, 0, 0, w * scale, h * scale, cn, 8};
+    struct hc_view src = {in, (size_t)w * cn * (depth / 8), 0, 0, w, h, cn, depth};
+    struct hc_view dst = {out, (size_t)w * scale * cn * (depth / 8), 0, 0, w * scale, h * scale, cn,
+                          depth};
     /* one untimed run: page faults of the output buffer, as cv2 reuses nothing either way */
     if (hc_bicubic_resize(&src, w, h, scale, &dst, threads) != 0) {
         fprintf(stderr, "bench_bicubic: %s\n", hc_last_error());
