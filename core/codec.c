@@ -186,7 +186,8 @@ hc_probe_file(const char *path, struct hc_image_info *info)
     s = calloc(1, sizeof(*s));
     if (!s)
         return hc_error(-ENOMEM, "codec", "out of memory");
-    s->fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* O_NONBLOCK: opening a FIFO someone left in input/ must not hang a readdir */
+    s->fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (s->fd < 0) {
         res = hc_error(-errno, "codec", "%s: %s", path, strerror(errno));
         goto out;
@@ -357,21 +358,28 @@ out:
 int
 hc_reader_open(const char *path, const struct hc_limits *lim, struct hc_reader **out)
 {
-    struct hc_reader *r = calloc(1, sizeof(*r));
+    struct hc_reader *r;
     struct stat st;
+    int fd, err;
 
-    if (!r)
-        return hc_error(-ENOMEM, "codec", "out of memory");
-    r->fp = fopen(path, "rbe");
-    if (!r->fp) {
-        int err = -errno;
-
-        free(r);
+    /* O_NONBLOCK so that a FIFO cannot hang the open; cleared again for the reads */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    if (fd < 0) {
+        err = -errno;
         return hc_error(err, "codec", "%s: %s", path, strerror(-err));
     }
-    if (fstat(fileno(r->fp), &st) == 0 && !S_ISREG(st.st_mode)) {
-        reader_free(r);
+    if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode)) {
+        close(fd);
         return hc_error(-EINVAL, "codec", "%s: not a regular file", path);
+    }
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
+    r = calloc(1, sizeof(*r));
+    if (r)
+        r->fp = fdopen(fd, "rb");
+    if (!r || !r->fp) {
+        free(r);
+        close(fd);
+        return hc_error(-ENOMEM, "codec", "out of memory");
     }
     return reader_finish_open(r, lim, out);
 }

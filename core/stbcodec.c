@@ -43,6 +43,36 @@ not_an_image(void)
     return hc_error(-EINVAL, "codec", "not a supported image (unknown format)");
 }
 
+/* Whether stb will hand out 16-bit samples. stb's own stbi_is_16_bit misses 16-bit PSD
+ * files (its PSD check is never reached in this version), so PSD's depth field is read
+ * here. */
+static int
+is_16bit(const uint8_t *b, size_t n)
+{
+    if (hc_sniff(b, n) == HC_FORMAT_PSD)
+        return n >= 24 && b[22] == 0 && b[23] == 16;
+    return stbi_is_16_bit_from_memory(b, n > INT_MAX ? INT_MAX : (int)n);
+}
+
+/* stb 2.27 (Debian 12) returns 16-bit PNM samples in file (big-endian) order instead of
+ * native order; later versions swap them. Ask stb once how it decodes a 1-pixel PGM
+ * rather than guess from its version. */
+static int
+stb_pnm16_needs_swap(void)
+{
+    static _Atomic int state; /* 0 unknown, 1 native, 2 swapped: a race only repeats work */
+    static const uint8_t pgm[] = "P5\n1 1\n65535\n\x01\x02";
+
+    if (!state) {
+        int w, h, c;
+        uint16_t *v = stbi_load_16_from_memory(pgm, (int)sizeof(pgm) - 1, &w, &h, &c, 1);
+
+        state = v && v[0] == 0x0201 ? 2 : 1;
+        stbi_image_free(v);
+    }
+    return state == 2;
+}
+
 int
 hc_stb_probe(const uint8_t *buf, size_t n, struct hc_image_info *info)
 {
@@ -60,7 +90,7 @@ hc_stb_probe(const uint8_t *buf, size_t n, struct hc_image_info *info)
     info->width = w;
     info->height = h;
     info->channels = comp;
-    info->depth = stbi_is_16_bit_from_memory(buf, (int)n) ? 16 : 8;
+    info->depth = is_16bit(buf, n) ? 16 : 8;
     return 0;
 }
 
@@ -219,7 +249,7 @@ hc_stb_reader_open(struct hc_reader *r)
     res = check_truncated(f, buf, len, w, h);
     if (res)
         goto out;
-    is16 = stbi_is_16_bit_from_memory(buf, (int)len);
+    is16 = is_16bit(buf, len);
     if (is16)
         p->image = (uint8_t *)stbi_load_16_from_memory(buf, (int)len, &w, &h, &comp, comp);
     else
@@ -230,6 +260,12 @@ hc_stb_reader_open(struct hc_reader *r)
         res = hc_error(-EINVAL, hc_format_name(f), "cannot decode: %s",
                        why ? why : "corrupt data");
         goto out;
+    }
+    if (is16 && f == HC_FORMAT_PNM && stb_pnm16_needs_swap()) {
+        uint16_t *v = (uint16_t *)(void *)p->image;
+
+        for (size_t i = 0, n = (size_t)w * (size_t)h * (size_t)comp; i < n; i++)
+            v[i] = (uint16_t)(v[i] << 8 | v[i] >> 8);
     }
     /* the file's bytes are no longer needed: do not hold them and the pixels together */
     free(p->file);

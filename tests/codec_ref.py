@@ -349,6 +349,37 @@ def test_other_decode(d):
         check(f == fmt, f"{n}: format {f}")
         check_probe(p, ours, fmt)
         same(ours, pil_array(p, mode), f"{n} vs Pillow")
+    # PSD composite (ImageMagick), 8 and 16 bit: stb hands out RGBA
+    subprocess.run(["convert", f"{d}/rgb.bmp", f"{d}/rgb.psd"], check=True)
+    ours, f = dump(f"{d}/rgb.psd")
+    check(f == "psd", f"rgb.psd: format {f}")
+    check_probe(f"{d}/rgb.psd", ours, "psd")
+    same(ours, pil_array(f"{d}/rgb.psd", "RGBA"), "rgb.psd vs Pillow")
+    a16 = rng.integers(0, 65536, (29, 31, 3)).astype(np.uint16)
+    cv2.imwrite(f"{d}/rgb16.png", a16[:, :, ::-1])
+    # stb reads 16-bit PSD only uncompressed (its RLE path is 8-bit only)
+    subprocess.run(["convert", f"{d}/rgb16.png", "-depth", "16", "-compress", "None",
+                    f"{d}/rgb16.psd"], check=True)
+    ours, f = dump(f"{d}/rgb16.psd")
+    check_probe(f"{d}/rgb16.psd", ours, "psd")
+    same(ours[:, :, :3], a16, "rgb16.psd vs the array it was made from")
+    # 16-bit PGM / PPM (big-endian samples), made by hand
+    for c, magic in ((1, b"P5"), (3, b"P6")):
+        a = rng.integers(0, 65536, (13, 11, c)).astype(np.uint16)
+        p = f"{d}/x16_{c}.pnm"
+        open(p, "wb").write(magic + b"\n# comment\n11 13\n65535\n" + a.astype(">u2").tobytes())
+        ours, f = dump(p)
+        check_probe(p, ours, "pnm")
+        same(ours, a, f"16-bit {magic.decode()} vs the array it was made from")
+    # Radiance HDR written by OpenCV: stb tone-maps to 8 bit with gamma 1/2.2
+    hdr = (rng.random((19, 23, 3)) * 1.5).astype(np.float32)
+    cv2.imwrite(f"{d}/x.hdr", hdr[:, :, ::-1])
+    lin = cv2.imread(f"{d}/x.hdr", cv2.IMREAD_UNCHANGED)[:, :, ::-1].astype(np.float64)
+    ref = np.clip(np.floor(np.power(lin, 1 / 2.2) * 255 + 0.5), 0, 255).astype(np.uint8)
+    ours, f = dump(f"{d}/x.hdr")
+    check(f == "hdr", f"x.hdr: format {f}")
+    check_probe(f"{d}/x.hdr", ours, "hdr")
+    same(ours, ref, "x.hdr vs float64 tone map of cv2's decode", tol=1)
     # a BMP cut short must fail, not come back zero-filled
     data = open(f"{d}/rgb.bmp", "rb").read()
     open(f"{d}/cut.bmp", "wb").write(data[:len(data) // 2])

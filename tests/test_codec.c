@@ -354,6 +354,16 @@ test_garbage(void)
     HC_CHECK_MSG(res == -EINVAL, "%d %s", res, hc_last_error());
     HC_CHECK_EQ(hc_probe_file(tpath("no-such-file"), &info), -ENOENT);
     HC_CHECK_EQ(hc_probe_file(tmpdir, &info), -EINVAL);
+    /* a FIFO with no writer: refused at once, not waited on */
+    HC_CHECK_EQ(mkfifo(tpath("fifo.jpg"), 0600), 0);
+    HC_CHECK_EQ(hc_probe_file(tpath("fifo.jpg"), &info), -EINVAL);
+    {
+        struct hc_reader *r;
+
+        HC_CHECK_EQ(hc_reader_open(tpath("fifo.jpg"), NULL, &r), -EINVAL);
+        HC_CHECK(strstr(hc_last_error(), "not a regular file"));
+    }
+    unlink(tpath("fifo.jpg"));
 }
 
 static void
