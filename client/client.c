@@ -1,11 +1,17 @@
 /* client.c: the HTTP tile client (see client.h for the contract).
  *
- * Shape of one run() call: the tiles are cut into requests of tiles_per_request tiles; a
- * "lane" (a libcurl multi handle with `inflight` easy handles, taken from the client's pool)
- * keeps up to `inflight` of them in flight; each finished transfer is judged (done, retry,
- * or fatal) and the free slot takes the next request that is due. Lanes go back to the pool
- * with their connection cache, which is how keep-alive connections outlive one job without
- * sharing a multi handle between threads (libcurl handles are not thread-safe).
+ * One libcurl multi handle per client, driven by one thread of the client's own (started
+ * by the first run(), so a daemon that forks after hc_client_open() keeps it). A run() call
+ * cuts its tiles into requests of tiles_per_request tiles, hands the whole job to that
+ * thread and sleeps until it is over. The thread keeps up to `inflight` requests of each job
+ * and `max_connections` of all jobs in flight, judges every finished transfer (done, retry,
+ * or fatal) and wakes the job's caller when it is complete, failed or cancelled.
+ *
+ * Why one thread rather than a multi handle per caller: libcurl handles are not
+ * thread-safe, and connections live in a multi handle's cache. With one multi every job
+ * reuses the same keep-alive connections, and the total number of connections stays under
+ * max_connections however many jobs run (hcfs runs 16 files at once; the service limits
+ * connections per client address and refuses the ones beyond).
  */
 #include "client.h"
 
@@ -48,33 +54,40 @@ struct url_state {
                             another URL is not busy */
 };
 
-/* One multi handle and its easy handles; used by one run() at a time. */
-struct lane {
-    struct lane *next;
-    CURLM *multi;
-    CURL **easy; /* shared->inflight of them */
-};
-
 struct counters {
     _Atomic uint64_t requests, responses_ok, retries, failovers, failures, tiles, bytes_sent,
         bytes_received;
 };
 
+struct run;
+
 /* What every handle of one client shares. */
 struct shared {
     atomic_int refs;
-    pthread_mutex_t lock; /* urls[].fails/down_until, rr, pool */
+    pthread_mutex_t lock; /* urls[] health and rr */
     struct url_state *urls;
     size_t nurls;
     size_t rr;
-    struct lane *pool;
-    CURLSH *share; /* DNS cache and TLS sessions across lanes */
+    CURLSH *share; /* DNS cache and TLS sessions */
     pthread_mutex_t share_lock[CURL_LOCK_DATA_LAST];
-    struct curl_slist *headers; /* read-only once built: safe to use from several lanes */
-    int inflight, per_request, connect_timeout_ms, timeout_ms, retries;
+    struct curl_slist *headers; /* read-only once built */
+    int inflight, per_request, connect_timeout_ms, timeout_ms, retries, max_active;
     enum encoding enc;
     const volatile int *cancel;
     struct counters st;
+
+    /* The transfer thread. Only it touches multi, the easy handles and the runs it has
+     * taken in; callers meet it through runs_lock: `incoming` (new jobs), each run's
+     * `finished` flag, and `stop`. */
+    CURLM *multi;
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t runs_lock;
+    pthread_cond_t runs_cond; /* broadcast whenever a run finishes */
+    struct run *incoming;
+    int stop;
+    CURL **easy_free; /* idle easy handles, max_active slots */
+    int neasy_free, neasy, active;
 };
 
 struct hc_client {
@@ -137,6 +150,7 @@ hc_client_opts_default(struct hc_client_opts *o)
     o->connect_timeout_ms = 3000;
     o->timeout_ms = 60000;
     o->retries = 3;
+    o->max_connections = 32;
 }
 
 /* The endpoint for a base URL: trailing slashes dropped, ENDPOINT appended unless there. */
@@ -167,18 +181,25 @@ make_endpoint(const char *base, char **out)
     return 0;
 }
 
-static void lane_free(struct lane *l);
-
 static void
 shared_free(struct shared *sh)
 {
     if (!sh)
         return;
-    while (sh->pool) {
-        struct lane *l = sh->pool;
-        sh->pool = l->next;
-        lane_free(l);
+    if (sh->thread_started) {
+        pthread_mutex_lock(&sh->runs_lock);
+        sh->stop = 1;
+        pthread_mutex_unlock(&sh->runs_lock);
+        curl_multi_wakeup(sh->multi);
+        pthread_join(sh->thread, NULL);
     }
+    for (int i = 0; i < sh->neasy_free; i++)
+        curl_easy_cleanup(sh->easy_free[i]);
+    free(sh->easy_free);
+    if (sh->multi)
+        curl_multi_cleanup(sh->multi); /* closes the cached connections */
+    pthread_cond_destroy(&sh->runs_cond);
+    pthread_mutex_destroy(&sh->runs_lock);
     if (sh->share)
         curl_share_cleanup(sh->share);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
@@ -221,6 +242,9 @@ hc_client_open(const struct hc_client_opts *o, struct hc_client **out)
         return hc_error(-EINVAL, DOMAIN, "timeouts must be at least 1 ms");
     if (o->retries < 0 || o->retries > 100)
         return hc_error(-EINVAL, DOMAIN, "retries %d out of range 0..100", o->retries);
+    if (o->max_connections < 1 || o->max_connections > 4096)
+        return hc_error(-EINVAL, DOMAIN, "max_connections %d out of range 1..4096",
+                        o->max_connections);
     enum encoding enc = ENC_NONE;
     if (o->encoding && strcmp(o->encoding, "zstd") == 0)
         enc = ENC_ZSTD;
@@ -252,6 +276,8 @@ hc_client_open(const struct hc_client_opts *o, struct hc_client **out)
     }
     atomic_init(&sh->refs, 1);
     pthread_mutex_init(&sh->lock, NULL);
+    pthread_mutex_init(&sh->runs_lock, NULL);
+    pthread_cond_init(&sh->runs_cond, NULL);
     for (int i = 0; i < CURL_LOCK_DATA_LAST; i++)
         pthread_mutex_init(&sh->share_lock[i], NULL);
     sh->inflight = o->inflight;
@@ -259,6 +285,7 @@ hc_client_open(const struct hc_client_opts *o, struct hc_client **out)
     sh->connect_timeout_ms = o->connect_timeout_ms;
     sh->timeout_ms = o->timeout_ms;
     sh->retries = o->retries;
+    sh->max_active = o->max_connections;
     sh->enc = enc;
     sh->cancel = o->cancel;
 
@@ -277,6 +304,15 @@ hc_client_open(const struct hc_client_opts *o, struct hc_client **out)
             goto out;
         sh->nurls = i + 1;
     }
+
+    sh->easy_free = calloc((size_t)sh->max_active, sizeof *sh->easy_free);
+    sh->multi = curl_multi_init();
+    if (!sh->easy_free || !sh->multi) {
+        rc = hc_error(-ENOMEM, DOMAIN, "out of memory");
+        goto out;
+    }
+    /* Idle connections kept for reuse: as many as may be busy at once. */
+    curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, (long)sh->max_active);
 
     sh->share = curl_share_init();
     if (!sh->share) {
@@ -404,81 +440,52 @@ out:
     return rc;
 }
 
-/* ---- lanes ----------------------------------------------------------------------------- */
+/* ---- easy handles (transfer thread only) --------------------------------------------- */
 
-static void
-lane_free(struct lane *l)
+static CURL *
+easy_get(struct shared *sh)
 {
-    if (!l)
-        return;
-    if (l->easy)
-        for (int i = 0; l->easy[i]; i++)
-            curl_easy_cleanup(l->easy[i]);
-    free(l->easy);
-    if (l->multi)
-        curl_multi_cleanup(l->multi);
-    free(l);
-}
-
-static int
-lane_get(struct shared *sh, struct lane **out)
-{
-    pthread_mutex_lock(&sh->lock);
-    struct lane *l = sh->pool;
-    if (l)
-        sh->pool = l->next;
-    pthread_mutex_unlock(&sh->lock);
-    if (l) {
-        *out = l;
-        return 0;
-    }
-
-    l = calloc(1, sizeof *l);
-    if (!l)
-        return hc_error(-ENOMEM, DOMAIN, "out of memory");
-    l->easy = calloc((size_t)sh->inflight + 1, sizeof *l->easy); /* NULL-terminated */
-    l->multi = curl_multi_init();
-    if (!l->easy || !l->multi) {
-        lane_free(l);
-        return hc_error(-ENOMEM, DOMAIN, "out of memory");
-    }
-    /* Enough idle connections kept for every slot to every URL. */
-    curl_multi_setopt(l->multi, CURLMOPT_MAXCONNECTS, (long)(sh->inflight * (int)sh->nurls));
-    for (int i = 0; i < sh->inflight; i++) {
-        CURL *e = curl_easy_init();
-        if (!e) {
-            lane_free(l);
-            return hc_error(-ENOMEM, DOMAIN, "curl_easy_init failed");
-        }
-        l->easy[i] = e;
-        /* Threads: no signals (libcurl's DNS timeout uses SIGALRM otherwise). We decode
-         * Content-Encoding ourselves, bounded by the size we asked for. */
-        curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-        curl_easy_setopt(e, CURLOPT_SHARE, sh->share);
-        curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-        curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-        curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
-        curl_easy_setopt(e, CURLOPT_HTTPHEADER, sh->headers);
-        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)sh->connect_timeout_ms);
-        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)sh->timeout_ms);
+    if (sh->neasy_free > 0)
+        return sh->easy_free[--sh->neasy_free];
+    CURL *e = curl_easy_init();
+    if (!e)
+        return NULL;
+    sh->neasy++;
+    /* Threads: no signals (libcurl's DNS timeout uses SIGALRM otherwise). We decode
+     * Content-Encoding ourselves, bounded by the size we asked for. */
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_SHARE, sh->share);
+    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_TCP_KEEPALIVE, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, sh->headers);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)sh->connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)sh->timeout_ms);
 #if LIBCURL_VERSION_NUM >= 0x075500
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
 #else
-        curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));
 #endif
-    }
-    *out = l;
-    return 0;
+    return e;
 }
 
+/* Takes a transfer's handle out of the multi (aborting it if it still runs, which closes
+ * its connection) and back into the free list, pointing at nothing of the finished run. */
 static void
-lane_put(struct shared *sh, struct lane *l)
+easy_put(struct shared *sh, CURL *e)
 {
-    pthread_mutex_lock(&sh->lock);
-    l->next = sh->pool;
-    sh->pool = l;
-    pthread_mutex_unlock(&sh->lock);
+    curl_multi_remove_handle(sh->multi, e);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, NULL);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, NULL);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, NULL);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, NULL);
+    curl_easy_setopt(e, CURLOPT_POSTFIELDS, NULL);
+    if (sh->neasy_free < sh->max_active)
+        sh->easy_free[sh->neasy_free++] = e;
+    else
+        curl_easy_cleanup(e), sh->neasy--;
+    sh->active--;
 }
 
 /* ---- URL choice and health --------------------------------------------------------------- */
@@ -704,6 +711,7 @@ struct req {
 };
 
 struct xfer {
+    struct run *R;
     CURL *easy;
     struct req *r; /* NULL: slot free */
     int url;
@@ -715,16 +723,22 @@ struct xfer {
     char errbuf[CURL_ERROR_SIZE];
 };
 
+/* One run() call. Its caller fills it, hands it to the transfer thread and sleeps until
+ * `finished`; in between only the transfer thread touches it. */
 struct run {
+    struct run *next;
     struct hc_client *c;
     struct shared *sh;
     const struct hc_job_geom *g;
     struct hc_tile *tiles;
-    struct lane *lane;
     struct req *reqs;
     size_t nreq, ndone;
-    struct xfer *x;
+    size_t cursor;  /* requests before it have had a first attempt */
+    struct xfer *x; /* sh->inflight slots */
     int busy;
+    int rc;        /* first fatal error */
+    char msg[600]; /* its reason, without the "client: " prefix */
+    int finished;  /* under runs_lock */
 };
 
 static size_t
@@ -927,6 +941,11 @@ start(struct run *R, struct xfer *x, struct req *r, uint64_t now)
     int rc;
     if (!r->body && (rc = build_request(R, r)))
         return rc;
+    CURL *e = easy_get(sh);
+    if (!e)
+        return hc_error(-ENOMEM, DOMAIN, "curl_easy_init failed");
+    sh->active++;
+    x->easy = e;
     int u = url_pick(sh, r->last_url, now);
     if (r->attempts > 0) {
         count(&sh->st.retries, 1);
@@ -948,7 +967,6 @@ start(struct run *R, struct xfer *x, struct req *r, uint64_t now)
     /* A compressed answer may be a little longer than the plain one on noise. */
     x->limit = r->expect + r->expect / 16 + 65536;
 
-    CURL *e = x->easy;
     curl_easy_setopt(e, CURLOPT_URL, sh->urls[u].url);
     curl_easy_setopt(e, CURLOPT_POSTFIELDS, (const char *)r->body);
     curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)r->body_len);
@@ -958,11 +976,12 @@ start(struct run *R, struct xfer *x, struct req *r, uint64_t now)
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-    CURLMcode mc = curl_multi_add_handle(R->lane->multi, e);
+    R->busy++; /* from here on the slot is busy, even if adding fails: the caller's
+                  cleanup hands the handle back */
+    CURLMcode mc = curl_multi_add_handle(sh->multi, e);
     if (mc != CURLM_OK)
         return hc_error(-EIO, DOMAIN, "curl_multi_add_handle: %s", curl_multi_strerror(mc));
     count(&sh->st.requests, 1);
-    R->busy++;
     return 0;
 }
 
@@ -1047,11 +1066,14 @@ finish(struct run *R, struct xfer *x, CURLcode res)
     uint64_t now = now_ms(), busy_ms = 0;
     int overload = 0;
 
-    curl_multi_remove_handle(R->lane->multi, x->easy);
-    R->busy--;
-    x->r = NULL;
+    long oe = 0;
     curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_getinfo(x->easy, CURLINFO_SIZE_UPLOAD_T, &up);
+    curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &oe);
+    easy_put(sh, x->easy); /* a finished transfer leaves its connection in the cache */
+    x->easy = NULL;
+    x->r = NULL;
+    R->busy--;
     count(&sh->st.bytes_sent, (uint64_t)up);
     count(&sh->st.bytes_received, x->len);
 
@@ -1062,8 +1084,6 @@ finish(struct run *R, struct xfer *x, CURLcode res)
         else {
             /* libcurl's text for a refused connection does not say "refused": the OS
              * errno does, and it is what a person debugging a dead service looks for. */
-            long oe = 0;
-            curl_easy_getinfo(x->easy, CURLINFO_OS_ERRNO, &oe);
             snprintf(r->why, sizeof r->why, "%s: %s%s%s%s%s%s", url, curl_easy_strerror(res),
                      x->errbuf[0] ? " (" : "", x->errbuf, x->errbuf[0] ? ")" : "", oe ? ": " : "",
                      oe ? strerror((int)oe) : "");
@@ -1145,131 +1165,244 @@ cancelled(const struct run *R)
     return flag_set(R->c->cancel) || flag_set(R->sh->cancel);
 }
 
-static int
-http_run(void *ctx, const struct hc_job_geom *g, struct hc_tile *tiles, size_t n)
+/* Keeps the first fatal error of a run, in the transfer thread (hc_last_error() there
+ * holds the reason; the caller's thread raises it again). */
+static void
+run_fail(struct run *R, int rc)
 {
-    struct run R = {.c = ctx, .g = g, .tiles = tiles};
-    int rc = 0;
+    if (R->rc)
+        return;
+    const char *e = hc_last_error();
+    if (strncmp(e, DOMAIN ": ", sizeof DOMAIN + 1) == 0)
+        e += sizeof DOMAIN + 1;
+    R->rc = rc;
+    snprintf(R->msg, sizeof R->msg, "%s", e);
+}
 
-    if (!ctx || !g || (n && !tiles))
-        return hc_error(-EINVAL, DOMAIN, "run: missing client, geometry or tiles");
-    R.sh = R.c->sh;
-    if (g->channels < 1 || g->channels > HC_MAX_CHANNELS || (g->depth != 8 && g->depth != 16) ||
-        g->scale < 1 || g->scale > HC_MAX_SCALE || g->src_w < 1 || g->src_h < 1)
-        return hc_error(-EINVAL, DOMAIN,
-                        "run: bad job geometry (%dx%d, %d channels, %d bit, "
-                        "scale %d)",
-                        g->src_w, g->src_h, g->channels, g->depth, g->scale);
-    if (n == 0)
-        return 0;
-    if (cancelled(&R))
-        return hc_error(-ECANCELED, DOMAIN, "cancelled");
-
-    size_t per = (size_t)R.sh->per_request;
-    R.nreq = (n + per - 1) / per;
-    R.reqs = calloc(R.nreq, sizeof *R.reqs);
-    R.x = calloc((size_t)R.sh->inflight, sizeof *R.x);
-    if (!R.reqs || !R.x) {
-        rc = hc_error(-ENOMEM, DOMAIN, "out of memory");
-        goto out;
-    }
-    for (size_t i = 0; i < R.nreq; i++) {
-        R.reqs[i].first = i * per;
-        R.reqs[i].n = n - i * per < per ? n - i * per : per;
-        R.reqs[i].last_url = -1;
-    }
-    if ((rc = lane_get(R.sh, &R.lane)))
-        goto out;
-    for (int i = 0; i < R.sh->inflight; i++)
-        R.x[i].easy = R.lane->easy[i];
-
-    size_t cursor = 0; /* requests before it are not waiting for a first attempt */
-    while (R.ndone < R.nreq) {
-        if (cancelled(&R)) {
-            rc = hc_error(-ECANCELED, DOMAIN, "cancelled");
-            goto out;
-        }
-        uint64_t now = now_ms(), next_due = UINT64_MAX;
-        /* Fill free slots: due retries first (they hold up the job's tail), then new ones. */
-        for (int s = 0; s < R.sh->inflight && R.busy < R.sh->inflight; s++) {
-            if (R.x[s].r)
-                continue;
-            struct req *pick = NULL;
-            for (size_t i = 0; i < cursor && !pick; i++)
-                if (R.reqs[i].state == REQ_WAIT && R.reqs[i].attempts > 0) {
-                    if (R.reqs[i].due <= now)
-                        pick = &R.reqs[i];
-                    else if (R.reqs[i].due < next_due)
-                        next_due = R.reqs[i].due;
-                }
-            if (!pick && cursor < R.nreq) {
-                uint64_t free_at = url_free_at(R.sh, now);
-                if (!free_at)
-                    pick = &R.reqs[cursor++];
-                else if (free_at < next_due)
-                    next_due = free_at;
+/* Starts what a run may start now: due retries first (they hold up the job's tail), then
+ * new requests, within its `inflight` and the client's max_connections. Lowers *next_due
+ * to when something now held back by time becomes due. */
+static void
+run_fill(struct run *R, uint64_t now, uint64_t *next_due)
+{
+    struct shared *sh = R->sh;
+    for (int s = 0; s < sh->inflight && R->busy < sh->inflight && sh->active < sh->max_active;
+         s++) {
+        if (R->x[s].r)
+            continue;
+        struct req *pick = NULL;
+        for (size_t i = 0; i < R->cursor && !pick; i++)
+            if (R->reqs[i].state == REQ_WAIT && R->reqs[i].attempts > 0) {
+                if (R->reqs[i].due <= now)
+                    pick = &R->reqs[i];
+                else if (R->reqs[i].due < *next_due)
+                    *next_due = R->reqs[i].due;
             }
-            if (!pick)
-                break;
-            if ((rc = start(&R, &R.x[s], pick, now)))
-                goto out;
+        if (!pick && R->cursor < R->nreq) {
+            uint64_t free_at = url_free_at(sh, now);
+            if (!free_at)
+                pick = &R->reqs[R->cursor++];
+            else if (free_at < *next_due)
+                *next_due = free_at;
+        }
+        if (!pick)
+            return;
+        int rc = start(R, &R->x[s], pick, now);
+        if (rc) {
+            run_fail(R, rc);
+            return;
+        }
+    }
+}
+
+/* Ends a run that is complete or failed: aborts what it still has in flight and wakes its
+ * caller. After this the transfer thread forgets it. */
+static void
+run_retire(struct run *R)
+{
+    struct shared *sh = R->sh;
+    for (int s = 0; s < sh->inflight; s++)
+        if (R->x[s].r) {
+            easy_put(sh, R->x[s].easy); /* aborts the transfer, closing its connection */
+            R->x[s].easy = NULL;
+            R->x[s].r = NULL;
+            R->busy--;
+        }
+    pthread_mutex_lock(&sh->runs_lock);
+    R->finished = 1;
+    pthread_cond_broadcast(&sh->runs_cond);
+    pthread_mutex_unlock(&sh->runs_lock);
+}
+
+static void *
+transfer_main(void *arg)
+{
+    struct shared *sh = arg;
+    struct run *runs = NULL; /* the runs this thread has taken in, in arrival order */
+
+    for (;;) {
+        pthread_mutex_lock(&sh->runs_lock);
+        while (sh->incoming) { /* append, keeping arrival order (fairness) */
+            struct run *R = sh->incoming, **tail = &runs;
+            sh->incoming = R->next;
+            R->next = NULL;
+            while (*tail)
+                tail = &(*tail)->next;
+            *tail = R;
+        }
+        int stop = sh->stop;
+        pthread_mutex_unlock(&sh->runs_lock);
+        if (stop && !runs)
+            break;
+
+        uint64_t now = now_ms(), next_due = UINT64_MAX;
+        for (struct run *R = runs; R; R = R->next) {
+            if (!R->rc && cancelled(R)) {
+                hc_error(-ECANCELED, DOMAIN, "cancelled");
+                run_fail(R, -ECANCELED);
+            }
+            if (!R->rc)
+                run_fill(R, now, &next_due);
         }
 
-        int running = 0;
-        CURLMcode mc = curl_multi_perform(R.lane->multi, &running);
+        int running = 0, finished = 0;
+        CURLMcode mc = curl_multi_perform(sh->multi, &running);
         if (mc != CURLM_OK) {
-            rc = hc_error(-EIO, DOMAIN, "curl_multi_perform: %s", curl_multi_strerror(mc));
-            goto out;
+            hc_error(-EIO, DOMAIN, "curl_multi_perform: %s", curl_multi_strerror(mc));
+            for (struct run *R = runs; R; R = R->next)
+                run_fail(R, -EIO);
         }
         CURLMsg *m;
         int left;
-        int finished = 0;
-        while ((m = curl_multi_info_read(R.lane->multi, &left))) {
+        while ((m = curl_multi_info_read(sh->multi, &left))) {
             if (m->msg != CURLMSG_DONE)
                 continue;
             struct xfer *x = NULL;
             CURLcode res = m->data.result;
             curl_easy_getinfo(m->easy_handle, CURLINFO_PRIVATE, (char **)&x);
-            if ((rc = finish(&R, x, res)))
-                goto out;
+            if (!x) /* cannot happen: every handle in the multi belongs to a slot */
+                continue;
+            struct run *R = x->R;
+            int rc = finish(R, x, res);
+            if (rc)
+                run_fail(R, rc);
             finished = 1;
         }
-        if (finished || R.ndone == R.nreq)
+
+        /* Retire runs that are over; the first run that got slots goes to the back, so
+         * that under max_connections every job gets its turn. */
+        for (struct run **pp = &runs; *pp;) {
+            struct run *R = *pp;
+            if (R->rc || R->ndone == R->nreq) {
+                *pp = R->next;
+                run_retire(R); /* R may be freed by its caller from here on */
+                finished = 1;
+            } else {
+                pp = &R->next;
+            }
+        }
+        if (runs && runs->next) {
+            struct run *first = runs, **tail = &runs;
+            runs = first->next;
+            first->next = NULL;
+            while (*tail)
+                tail = &(*tail)->next;
+            *tail = first;
+        }
+        if (finished)
             continue; /* slots may have freed: fill them before sleeping */
 
+        /* Sleep until a socket needs us, a caller wakes us (new run, stop), a backoff ends,
+         * or the next look at the cancel flags is due. */
         int wait = POLL_SLICE_MS;
-        if (R.busy == 0 && next_due != UINT64_MAX) {
+        if (next_due != UINT64_MAX) {
             uint64_t d = next_due > now ? next_due - now : 0;
             if (d < (uint64_t)wait)
                 wait = (int)d;
         }
-        mc = curl_multi_poll(R.lane->multi, NULL, 0, wait, NULL);
-        if (mc != CURLM_OK) {
-            rc = hc_error(-EIO, DOMAIN, "curl_multi_poll: %s", curl_multi_strerror(mc));
+        curl_multi_poll(sh->multi, NULL, 0, wait, NULL);
+    }
+    return NULL;
+}
+
+static int
+http_run(void *ctx, const struct hc_job_geom *g, struct hc_tile *tiles, size_t n)
+{
+    struct run *R = NULL;
+    int rc = 0;
+
+    if (!ctx || !g || (n && !tiles))
+        return hc_error(-EINVAL, DOMAIN, "run: missing client, geometry or tiles");
+    struct hc_client *c = ctx;
+    struct shared *sh = c->sh;
+    if (g->channels < 1 || g->channels > HC_MAX_CHANNELS || (g->depth != 8 && g->depth != 16) ||
+        g->scale < 1 || g->scale > HC_MAX_SCALE || g->src_w < 1 || g->src_h < 1)
+        return hc_error(-EINVAL, DOMAIN,
+                        "run: bad job geometry (%dx%d, %d channels, %d bit, scale %d)", g->src_w,
+                        g->src_h, g->channels, g->depth, g->scale);
+    if (n == 0)
+        return 0;
+    if (flag_set(c->cancel) || flag_set(sh->cancel))
+        return hc_error(-ECANCELED, DOMAIN, "cancelled");
+
+    size_t per = (size_t)sh->per_request;
+    R = calloc(1, sizeof *R);
+    if (!R)
+        return hc_error(-ENOMEM, DOMAIN, "out of memory");
+    R->c = c;
+    R->sh = sh;
+    R->g = g;
+    R->tiles = tiles;
+    R->nreq = (n + per - 1) / per;
+    R->reqs = calloc(R->nreq, sizeof *R->reqs);
+    R->x = calloc((size_t)sh->inflight, sizeof *R->x);
+    if (!R->reqs || !R->x) {
+        rc = hc_error(-ENOMEM, DOMAIN, "out of memory");
+        goto out;
+    }
+    for (size_t i = 0; i < R->nreq; i++) {
+        R->reqs[i].first = i * per;
+        R->reqs[i].n = n - i * per < per ? n - i * per : per;
+        R->reqs[i].last_url = -1;
+    }
+    for (int i = 0; i < sh->inflight; i++)
+        R->x[i].R = R;
+
+    pthread_mutex_lock(&sh->runs_lock);
+    if (!sh->thread_started) {
+        int e = pthread_create(&sh->thread, NULL, transfer_main, sh);
+        if (e) {
+            pthread_mutex_unlock(&sh->runs_lock);
+            rc = hc_error(-e, DOMAIN, "cannot start the transfer thread: %s", strerror(e));
             goto out;
         }
+        sh->thread_started = 1;
     }
+    R->next = sh->incoming;
+    sh->incoming = R;
+    pthread_mutex_unlock(&sh->runs_lock);
+    curl_multi_wakeup(sh->multi);
+
+    /* The transfer thread bounds everything (timeouts, retries, cancel flags every
+     * POLL_SLICE_MS), so this wait ends. */
+    pthread_mutex_lock(&sh->runs_lock);
+    while (!R->finished)
+        pthread_cond_wait(&sh->runs_cond, &sh->runs_lock);
+    pthread_mutex_unlock(&sh->runs_lock);
+    if (R->rc)
+        rc = hc_error(R->rc, DOMAIN, "%s", R->msg);
 out:
-    if (R.x) {
-        for (int s = 0; s < R.sh->inflight; s++) {
-            if (R.x[s].r) /* abandoned: removing it aborts the transfer, closing its socket */
-                curl_multi_remove_handle(R.lane->multi, R.x[s].easy);
-            free(R.x[s].buf);
-            /* The lane outlives this call: leave no pointer into our frame behind. */
-            curl_easy_setopt(R.x[s].easy, CURLOPT_ERRORBUFFER, NULL);
-            curl_easy_setopt(R.x[s].easy, CURLOPT_WRITEDATA, NULL);
-            curl_easy_setopt(R.x[s].easy, CURLOPT_HEADERDATA, NULL);
-            curl_easy_setopt(R.x[s].easy, CURLOPT_PRIVATE, NULL);
-            curl_easy_setopt(R.x[s].easy, CURLOPT_POSTFIELDS, NULL);
-        }
+    if (R) {
+        if (R->x)
+            for (int s = 0; s < sh->inflight; s++)
+                free(R->x[s].buf);
+        if (R->reqs)
+            for (size_t i = 0; i < R->nreq; i++)
+                free(R->reqs[i].body);
+        free(R->reqs);
+        free(R->x);
+        free(R);
     }
-    if (R.lane)
-        lane_put(R.sh, R.lane);
-    if (R.reqs)
-        for (size_t i = 0; i < R.nreq; i++)
-            free(R.reqs[i].body);
-    free(R.reqs);
-    free(R.x);
     return rc;
 }
 

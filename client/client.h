@@ -22,8 +22,10 @@
  * through hc_client_derive()) is polled every 50 ms at most.
  *
  * Thread safety: a client may be used by any number of threads at once (hcfs runs many jobs
- * concurrently); each run() call works on its own libcurl multi handle taken from the
- * client's pool.
+ * concurrently). The transfers of every job run on one libcurl multi handle, driven by one
+ * thread the client starts on the first run() (so opening a client before a daemon forks
+ * is fine): every job reuses the same keep-alive connections, and there are never more than
+ * max_connections of them.
  */
 #ifndef HC_CLIENT_H
 #define HC_CLIENT_H
@@ -54,9 +56,13 @@ struct hc_client_opts {
     const volatile int *cancel; /* optional, client-wide: run() stops with -ECANCELED once
                                    *cancel != 0 (e.g. hc's SIGINT flag). Per-job flags: see
                                    hc_client_derive(). */
+    int max_connections;        /* requests in flight over all jobs of this client, and so
+                                   connections to the services (HTTP/1.1: one each); default
+                                   32, below the service's default of 64 per client address */
 };
 
-/* Fills *o with the defaults above (urls NULL, nurls 0, token NULL, encoding NULL). */
+/* Fills *o with the defaults above (urls NULL, nurls 0, token NULL, encoding NULL, cancel
+ * NULL). Callers should start from it: fields added later get their defaults this way. */
 void hc_client_opts_default(struct hc_client_opts *o);
 
 /* Makes a client. Copies everything it keeps from *o (URLs, token), so *o may go away;
@@ -75,8 +81,9 @@ int hc_client_open(const struct hc_client_opts *o, struct hc_client **out);
  * hc_client_close(). Returns 0 or -ENOMEM. Thread safety: any thread. */
 int hc_client_derive(struct hc_client *c, const volatile int *cancel, struct hc_client **out);
 
-/* Frees a client or derived handle; connections close when the last handle goes. c may be
- * NULL. Must not be called while a run() on the same handle is in progress. */
+/* Frees a client or derived handle; connections close and the transfer thread ends when
+ * the last handle goes. c may be NULL. Must not be called while a run() on the same handle
+ * is in progress. */
 void hc_client_close(struct hc_client *c);
 
 /* The backend: ctx is a struct hc_client * (from hc_client_open or hc_client_derive).

@@ -1101,6 +1101,52 @@ test_bad_answers(void)
     job_free(&j);
 }
 
+/* Sixteen jobs at once, eight requests in flight each, against a service that accepts at
+ * most 16 connections from us: with max_connections 12 nothing is refused, and the kernel
+ * shows no more than 12 connections, all reused. */
+static void
+test_many_jobs(void)
+{
+    const char *extra[] = {"--max-per-ip", "16", NULL};
+    struct service s;
+    service_start(&s, extra);
+    const char *urls[] = {s.url};
+    struct hc_client_opts o;
+    hc_client_opts_default(&o);
+    o.urls = urls;
+    o.nurls = 1;
+    o.inflight = 8;
+    o.tiles_per_request = 1;
+    o.max_connections = 12;
+    struct hc_client *c = NULL;
+    HC_CHECK(hc_client_open(&o, &c) == 0);
+    enum { NW = 16 };
+    static struct worker w[NW];
+    pthread_t th[NW];
+    for (int i = 0; i < NW; i++) {
+        w[i].c = c;
+        job_make(&w[i].j, 96 + i, 64, 3, 8, 2, 32, 0); /* 24 or 28 tiles */
+        HC_CHECK(pthread_create(&th[i], NULL, worker_main, &w[i]) == 0);
+    }
+    uint64_t tiles = 0;
+    for (int i = 0; i < NW; i++) {
+        pthread_join(th[i], NULL);
+        HC_CHECK_MSG(w[i].rc == 0, "job %d: %s", i, w[i].err);
+        job_verify(&w[i].j, "many jobs");
+        tiles += 3 * w[i].j.ntiles; /* worker_main runs each job three times */
+        job_free(&w[i].j);
+    }
+    struct hc_client_stats st;
+    hc_client_stats(c, &st);
+    int conns = connections_to(s.port);
+    fprintf(stderr, "many_jobs: %llu requests, %llu failed, %d connections open\n",
+            (unsigned long long)st.requests, (unsigned long long)st.failures, conns);
+    HC_CHECK_EQ(st.failures, 0);
+    HC_CHECK_EQ(st.tiles, tiles);
+    HC_CHECK_MSG(conns <= 12, "%d connections for max_connections 12", conns);
+    hc_client_close(c);
+}
+
 /* Options and token files that are wrong are refused with a reason. */
 static void
 test_opts(void)
@@ -1163,6 +1209,7 @@ main(int argc, char **argv)
         {"overload", test_overload, 1},
         {"refused", test_refused, 1},
         {"bad_answers", test_bad_answers, 1},
+        {"many_jobs", test_many_jobs, 1},
     };
     if (argc != 2) {
         fprintf(stderr, "usage: test_client NAME\n");
