@@ -36,8 +36,8 @@ hc_bicubic_check(const struct hc_view *src, int src_w, int src_h, int scale,
     if (scale < 1 || scale > HC_MAX_SCALE)
         return hc_error(-EINVAL, "bicubic", "scale %d outside 1..%d", scale, HC_MAX_SCALE);
     if (src->channels < 1 || src->channels > HC_MAX_CHANNELS || src->channels != dst->channels)
-        return hc_error(-EINVAL, "bicubic", "channels %d -> %d (need equal, 1..4)",
-                        src->channels, dst->channels);
+        return hc_error(-EINVAL, "bicubic", "channels %d -> %d (need equal, 1..4)", src->channels,
+                        dst->channels);
     if ((src->depth != 8 && src->depth != 16) || src->depth != dst->depth)
         return hc_error(-EINVAL, "bicubic", "depth %d -> %d (need equal, 8 or 16)", src->depth,
                         dst->depth);
@@ -67,8 +67,8 @@ hc_bicubic_check(const struct hc_view *src, int src_w, int src_h, int scale,
     if (need.x < src->x || need.y < src->y || need.x + need.w > src->x + src->w ||
         need.y + need.h > src->y + src->h)
         return hc_error(-EINVAL, "bicubic",
-                        "source window %d,%d %dx%d lacks padded rect %d,%d %dx%d", src->x,
-                        src->y, src->w, src->h, need.x, need.y, need.w, need.h);
+                        "source window %d,%d %dx%d lacks padded rect %d,%d %dx%d", src->x, src->y,
+                        src->w, src->h, need.x, need.y, need.w, need.h);
     return 0;
 }
 
@@ -78,17 +78,22 @@ hc_bc_kernels_for(enum hc_simd level)
     if (!hc_cpu_supports(level))
         return NULL;
     switch (level) {
-    case HC_SIMD_SCALAR: return &hc_bc_kernels_scalar;
+    case HC_SIMD_SCALAR:
+        return &hc_bc_kernels_scalar;
 #if defined(HC_HAVE_SSE2)
-    case HC_SIMD_SSE2: return &hc_bc_kernels_sse2;
+    case HC_SIMD_SSE2:
+        return &hc_bc_kernels_sse2;
 #endif
 #if defined(HC_HAVE_AVX2)
-    case HC_SIMD_AVX2: return &hc_bc_kernels_avx2;
+    case HC_SIMD_AVX2:
+        return &hc_bc_kernels_avx2;
 #endif
 #if defined(HC_HAVE_NEON)
-    case HC_SIMD_NEON: return &hc_bc_kernels_neon;
+    case HC_SIMD_NEON:
+        return &hc_bc_kernels_neon;
 #endif
-    default: return NULL;
+    default:
+        return NULL;
     }
 }
 
@@ -241,13 +246,20 @@ xplan_build(const struct hc_view *src, int src_w, int scale, const struct hc_vie
 
     /* Carve in order of alignment: 4-byte arrays first, then shorts and bytes. */
     uint8_t *m = (uint8_t *)xp + head;
-    int32_t *xoff = (int32_t *)m; m += sz_xoff;
-    float *xf = (float *)m; m += sz_xf;
-    int32_t *goff = (int32_t *)m; m += sz_goff;
-    float *gw = (float *)m; m += sz_gw;
-    int32_t *boff = (int32_t *)m; m += sz_boff;
-    int16_t *bw = (int16_t *)m; m += sz_bw;
-    int16_t *xa = (int16_t *)m; m += sz_xa;
+    int32_t *xoff = (int32_t *)m;
+    m += sz_xoff;
+    float *xf = (float *)m;
+    m += sz_xf;
+    int32_t *goff = (int32_t *)m;
+    m += sz_goff;
+    float *gw = (float *)m;
+    m += sz_gw;
+    int32_t *boff = (int32_t *)m;
+    m += sz_boff;
+    int16_t *bw = (int16_t *)m;
+    m += sz_bw;
+    int16_t *xa = (int16_t *)m;
+    m += sz_xa;
     uint8_t *bmask = m;
 
     for (int x = 0; x < w; x++) {
@@ -314,8 +326,8 @@ xplan_get(const struct hc_view *src, int src_w, int scale, const struct hc_view 
     for (int i = 0; i < BC_CACHE_SLOTS; i++) {
         struct bc_xplan *c = bc_cache[i];
         if (c && c->depth == dst->depth && c->cn == dst->channels && c->scale == scale &&
-            c->src_w == src_w && c->win_x == src->x && c->win_w == src->w &&
-            c->dst_x == dst->x && c->dst_w == dst->w) {
+            c->src_w == src_w && c->win_x == src->x && c->win_w == src->w && c->dst_x == dst->x &&
+            c->dst_w == dst->w) {
             c->refs++;
             c->used = ++bc_clock;
             xp = c;
@@ -434,8 +446,8 @@ hc_bicubic_resize_with(const struct hc_bc_kernels *k, const struct hc_view *src,
             int sy = iy - 1 + q;
             yrow[4 * y + q] = sy < 0 ? 0 : sy > src_h - 1 ? src_h - 1 : sy;
             yib[4 * y + q] = hc_bicubic_q11(c[q]);
-            yb[4 * y + q] = dst->depth == 8 ? (float)yib[4 * y + q] * (1.0f / (2048.0f * 2048.0f))
-                                            : c[q];
+            yb[4 * y + q] =
+                dst->depth == 8 ? (float)yib[4 * y + q] * (1.0f / (2048.0f * 2048.0f)) : c[q];
         }
     }
 
@@ -510,8 +522,8 @@ bc_pick(void)
 }
 
 int
-hc_bicubic_resize(const struct hc_view *src, int src_w, int src_h, int scale,
-                  struct hc_view *dst, int nthreads)
+hc_bicubic_resize(const struct hc_view *src, int src_w, int src_h, int scale, struct hc_view *dst,
+                  int nthreads)
 {
     pthread_once(&bc_once, bc_pick);
     return hc_bicubic_resize_with(bc_kernels, src, src_w, src_h, scale, dst, nthreads);

@@ -13,8 +13,10 @@ h8_avx2(const uint8_t *srow, const struct hc_bc_hplan *p, float *h)
 {
     int nb2 = p->nblk & ~1, b = 0;
     for (; b < nb2; b += 2) {
-        __m256i d0 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(srow + p->boff[b])));
-        __m256i d1 = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(srow + p->boff[b + 1])));
+        __m256i d0 =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(srow + p->boff[b])));
+        __m256i d1 =
+            _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)(srow + p->boff[b + 1])));
         __m256i m0 = _mm256_loadu_si256((const __m256i *)(p->bmask + 32 * (size_t)b));
         __m256i m1 = _mm256_loadu_si256((const __m256i *)(p->bmask + 32 * (size_t)b + 32));
         __m256i w0 = _mm256_loadu_si256((const __m256i *)(p->bw + 16 * (size_t)b));
@@ -77,7 +79,8 @@ h16_avx2(const uint8_t *srow, const struct hc_bc_hplan *p, float *h)
         const float *w = p->gw + 32 * (size_t)g;
         __m256 acc = _mm256_setzero_ps();
         for (int k = 0; k < 4; k++) {
-            __m256i v = _mm256_i32gather_epi32(base, _mm256_loadu_si256((const __m256i *)(o + 8 * k)), 1);
+            __m256i v =
+                _mm256_i32gather_epi32(base, _mm256_loadu_si256((const __m256i *)(o + 8 * k)), 1);
             __m256 prod = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_and_si256(v, lo16)),
                                         _mm256_loadu_ps(w + 8 * k));
             acc = k == 0 ? prod : _mm256_add_ps(acc, prod);

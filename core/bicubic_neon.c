@@ -19,10 +19,10 @@ h8_neon(const uint8_t *srow, const struct hc_bc_hplan *p, float *h)
             vreinterpretq_s16_u8(vqtbl1q_u8(d, vld1q_u8(p->bmask + 32 * (size_t)b + 16)));
         int16x8_t w0 = vld1q_s16(p->bw + 16 * (size_t)b);
         int16x8_t w1 = vld1q_s16(p->bw + 16 * (size_t)b + 8);
-        int32x4_t e0 = vmull_s16(vget_low_s16(g0), vget_low_s16(w0));  /* sample 0 taps */
-        int32x4_t e1 = vmull_high_s16(g0, w0);                          /* sample 1 */
-        int32x4_t e2 = vmull_s16(vget_low_s16(g1), vget_low_s16(w1));  /* sample 2 */
-        int32x4_t e3 = vmull_high_s16(g1, w1);                          /* sample 3 */
+        int32x4_t e0 = vmull_s16(vget_low_s16(g0), vget_low_s16(w0)); /* sample 0 taps */
+        int32x4_t e1 = vmull_high_s16(g0, w0);                        /* sample 1 */
+        int32x4_t e2 = vmull_s16(vget_low_s16(g1), vget_low_s16(w1)); /* sample 2 */
+        int32x4_t e3 = vmull_high_s16(g1, w1);                        /* sample 3 */
         int32x4_t s = vpaddq_s32(vpaddq_s32(e0, e1), vpaddq_s32(e2, e3));
         vst1q_f32(h + 4 * (size_t)b, vcvtq_f32_s32(s));
     }
@@ -30,8 +30,7 @@ h8_neon(const uint8_t *srow, const struct hc_bc_hplan *p, float *h)
 }
 
 static inline float32x4_t
-vsum(const float *const h[4], int e, float32x4_t b0, float32x4_t b1, float32x4_t b2,
-     float32x4_t b3)
+vsum(const float *const h[4], int e, float32x4_t b0, float32x4_t b1, float32x4_t b2, float32x4_t b3)
 {
     float32x4_t acc = vmulq_f32(vld1q_f32(h[3] + e), b3);
     acc = vaddq_f32(vmulq_f32(vld1q_f32(h[2] + e), b2), acc);

@@ -69,10 +69,9 @@ hc_bicubic_resize_ref(const struct hc_view *src, int src_w, int src_h, int scale
                         for (int k = 0; k < 4; k++)
                             h[r] += a[k] * (int32_t)sample(src, cols[k], rows[r], c);
                     }
-                    out[c] = e < simd_end
-                                 ? hc_bc_v8_float((float)h[0], (float)h[1], (float)h[2],
-                                                  (float)h[3], b)
-                                 : hc_bc_v8_int(h[0], h[1], h[2], h[3], ib);
+                    out[c] = e < simd_end ? hc_bc_v8_float((float)h[0], (float)h[1], (float)h[2],
+                                                           (float)h[3], b)
+                                          : hc_bc_v8_int(h[0], h[1], h[2], h[3], ib);
                 } else {
                     float h[4];
                     for (int r = 0; r < 4; r++) {

@@ -33,8 +33,8 @@ h8_scalar(const uint8_t *srow, const struct hc_bc_hplan *p, float *h)
 }
 
 void
-hc_bc_v8_scalar_from(const float *const h[4], const float b[4], const int16_t ib[4],
-                     uint8_t *dst, int n, int nfloat, int e0)
+hc_bc_v8_scalar_from(const float *const h[4], const float b[4], const int16_t ib[4], uint8_t *dst,
+                     int n, int nfloat, int e0)
 {
     int e = e0;
     for (; e < nfloat; e++)

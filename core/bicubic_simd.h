@@ -125,12 +125,12 @@ hc_bc_v16_tail(float h0, float h1, float h2, float h3, const float b[4])
  * rectangle, where to read (sample offsets from the start of the source window's row) and
  * with which weights. */
 struct hc_bc_hplan {
-    int cn;               /* channels */
-    int w;                /* output pixels per row */
-    int n;                /* output elements per row (w * cn) */
-    const int32_t *xoff;  /* per output pixel: 4 tap offsets in samples (already * cn) */
-    const int16_t *xa;    /* per output pixel: 4 Q11 weights (8 bit) */
-    const float *xf;      /* per output pixel: 4 float weights (16 bit) */
+    int cn;              /* channels */
+    int w;               /* output pixels per row */
+    int n;               /* output elements per row (w * cn) */
+    const int32_t *xoff; /* per output pixel: 4 tap offsets in samples (already * cn) */
+    const int16_t *xa;   /* per output pixel: 4 Q11 weights (8 bit) */
+    const float *xf;     /* per output pixel: 4 float weights (16 bit) */
     /* 8-bit byte-shuffle blocks of 4 output elements (SSSE3/AVX2 pshufb, NEON tbl): a
      * 16-byte load at boff[b] (bytes from the row start), masks bmask[32 b .. 32 b + 31]
      * put the 4 taps of elements 0,1 then 2,3 as zero-extended 16-bit lanes, weights
@@ -152,8 +152,8 @@ struct hc_bc_kernels {
     void (*h8)(const uint8_t *srow, const struct hc_bc_hplan *p, float *h);
     /* Vertical 8 bit: n output elements from 4 h rows; elements [0, nfloat) use the float
      * formula, the rest the integer one. */
-    void (*v8)(const float *const h[4], const float b[4], const int16_t ib[4], uint8_t *dst,
-               int n, int nfloat);
+    void (*v8)(const float *const h[4], const float b[4], const int16_t ib[4], uint8_t *dst, int n,
+               int nfloat);
     void (*h16)(const uint8_t *srow, const struct hc_bc_hplan *p, float *h);
     /* Vertical 16 bit; elements [0, nsimd) in OpenCV's SIMD order, the rest in its tail
      * order. dst may be unaligned. */

@@ -2,6 +2,7 @@
 #include "cpu.h"
 
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -47,10 +48,14 @@ const char *
 hc_simd_name(enum hc_simd level)
 {
     switch (level) {
-    case HC_SIMD_SCALAR: return "scalar";
-    case HC_SIMD_SSE2: return "sse2";
-    case HC_SIMD_AVX2: return "avx2";
-    case HC_SIMD_NEON: return "neon";
+    case HC_SIMD_SCALAR:
+        return "scalar";
+    case HC_SIMD_SSE2:
+        return "sse2";
+    case HC_SIMD_AVX2:
+        return "avx2";
+    case HC_SIMD_NEON:
+        return "neon";
     }
     return "unknown";
 }
@@ -73,25 +78,22 @@ cpu_detect(void)
         best = HC_SIMD_SSE2;
 
     if (cap && *cap) {
-        /* A cap lowers the level; naming a level this machine lacks leaves the best one
-         * it has below it (HC_SIMD=avx2 on an SSE2-only CPU runs SSE2). */
-        enum hc_simd want = best;
+        /* A cap only lowers the level. x86 levels order scalar < sse2 < avx2; NEON is the
+         * only arm64 level. A cap naming a level of the other family means scalar; one above
+         * what the CPU has changes nothing (HC_SIMD=avx2 on an SSE2-only CPU runs SSE2). */
         if (!strcmp(cap, "scalar"))
-            want = HC_SIMD_SCALAR;
-        else if (!strcmp(cap, "sse2"))
-            want = HC_SIMD_SSE2;
-        else if (!strcmp(cap, "avx2"))
-            want = HC_SIMD_AVX2;
+            best = HC_SIMD_SCALAR;
         else if (!strcmp(cap, "neon"))
-            want = HC_SIMD_NEON;
-        if (want == HC_SIMD_SCALAR)
-            best = HC_SIMD_SCALAR;
-        else if (want == HC_SIMD_NEON && best != HC_SIMD_NEON)
-            best = HC_SIMD_SCALAR;
-        else if (best != HC_SIMD_NEON && want < best)
-            best = want;
-        else if (best == HC_SIMD_NEON && want != HC_SIMD_NEON)
-            best = HC_SIMD_SCALAR;
+            best = best == HC_SIMD_NEON ? HC_SIMD_NEON : HC_SIMD_SCALAR;
+        else if (!strcmp(cap, "sse2") || !strcmp(cap, "avx2")) {
+            enum hc_simd want = !strcmp(cap, "sse2") ? HC_SIMD_SSE2 : HC_SIMD_AVX2;
+            if (best == HC_SIMD_NEON)
+                best = HC_SIMD_SCALAR;
+            else if (want < best)
+                best = want;
+        } else {
+            fprintf(stderr, "warn cpu: HC_SIMD=%s is not scalar|sse2|avx2|neon; ignored\n", cap);
+        }
     }
     if (no && *no && strcmp(no, "0") != 0)
         best = HC_SIMD_SCALAR;

@@ -80,17 +80,22 @@ hc_tile_kernels_for(enum hc_simd level)
     if (!hc_cpu_supports(level))
         return NULL;
     switch (level) {
-    case HC_SIMD_SCALAR: return &hc_tile_kernels_scalar;
+    case HC_SIMD_SCALAR:
+        return &hc_tile_kernels_scalar;
 #if defined(HC_HAVE_SSE2)
-    case HC_SIMD_SSE2: return &hc_tile_kernels_sse2;
+    case HC_SIMD_SSE2:
+        return &hc_tile_kernels_sse2;
 #endif
 #if defined(HC_HAVE_AVX2)
-    case HC_SIMD_AVX2: return &hc_tile_kernels_avx2;
+    case HC_SIMD_AVX2:
+        return &hc_tile_kernels_avx2;
 #endif
 #if defined(HC_HAVE_NEON)
-    case HC_SIMD_NEON: return &hc_tile_kernels_neon;
+    case HC_SIMD_NEON:
+        return &hc_tile_kernels_neon;
 #endif
-    default: return NULL;
+    default:
+        return NULL;
     }
 }
 
@@ -113,23 +118,21 @@ kernels(void)
 }
 
 void
-hc_tile_extract(const struct hc_view *src, const struct hc_rect *r, uint8_t *dst,
-                size_t dst_stride)
+hc_tile_extract(const struct hc_view *src, const struct hc_rect *r, uint8_t *dst, size_t dst_stride)
 {
     if (r->w <= 0 || r->h <= 0)
         return;
     size_t bpp = hc_pixel_bytes(src->channels, src->depth);
-    kernels()->copy(dst, dst_stride, hc_view_at(src, r->x, r->y), src->stride,
-                    (size_t)r->w * bpp, r->h);
+    kernels()->copy(dst, dst_stride, hc_view_at(src, r->x, r->y), src->stride, (size_t)r->w * bpp,
+                    r->h);
 }
 
 void
-hc_tile_paste(struct hc_view *dst, const struct hc_rect *r, const uint8_t *src,
-              size_t src_stride)
+hc_tile_paste(struct hc_view *dst, const struct hc_rect *r, const uint8_t *src, size_t src_stride)
 {
     if (r->w <= 0 || r->h <= 0)
         return;
     size_t bpp = hc_pixel_bytes(dst->channels, dst->depth);
-    kernels()->copy(hc_view_at(dst, r->x, r->y), dst->stride, src, src_stride,
-                    (size_t)r->w * bpp, r->h);
+    kernels()->copy(hc_view_at(dst, r->x, r->y), dst->stride, src, src_stride, (size_t)r->w * bpp,
+                    r->h);
 }

@@ -4,8 +4,8 @@
 #include "tile_simd.h"
 
 static void
-copy_neon(uint8_t *dst, size_t dst_stride, const uint8_t *src, size_t src_stride,
-          size_t row_bytes, int rows)
+copy_neon(uint8_t *dst, size_t dst_stride, const uint8_t *src, size_t src_stride, size_t row_bytes,
+          int rows)
 {
     for (int r = 0; r < rows; r++) {
         const uint8_t *s = src + (size_t)r * src_stride;

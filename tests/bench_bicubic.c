@@ -49,8 +49,8 @@ main(int argc, char **argv)
     }
     fclose(f);
     struct hc_view src = {in, (size_t)w * cn * (depth / 8), 0, 0, w, h, cn, depth};
-    struct hc_view dst = {out, (size_t)w * scale * cn * (depth / 8), 0, 0, w * scale, h * scale, cn,
-                          depth};
+    struct hc_view dst = {
+        out, (size_t)w * scale * cn * (depth / 8), 0, 0, w * scale, h * scale, cn, depth};
     /* one untimed run: page faults of the output buffer, as cv2 reuses nothing either way */
     if (hc_bicubic_resize(&src, w, h, scale, &dst, threads) != 0) {
         fprintf(stderr, "bench_bicubic: %s\n", hc_last_error());

@@ -131,8 +131,8 @@ one_case(int sw, int sh, int cn, int depth, int scale)
             refsub.data = hc_view_at(&ref.v, r.x, r.y);
             refsub.x = r.x;
             refsub.y = r.y;
-            snprintf(what, sizeof what, "%s rect %d,%d %dx%d of %dx%d c%d d%d x%d",
-                     level_names[l], r.x, r.y, r.w, r.h, sw, sh, cn, depth, scale);
+            snprintf(what, sizeof what, "%s rect %d,%d %dx%d of %dx%d c%d d%d x%d", level_names[l],
+                     r.x, r.y, r.w, r.h, sw, sh, cn, depth, scale);
             compare(&out.v, &refsub, what);
             free(win.px);
             free(out.px);
@@ -150,11 +150,21 @@ test_random(int quick)
         int cn = it % 4 + 1, depth = (it / 4) % 2 ? 16 : 8, scale = it % 8 + 1;
         int sw, sh;
         switch (it % 9) {
-        case 0: sw = 1, sh = 1; break;
-        case 1: sw = 1, sh = rndi(1, 40); break;
-        case 2: sw = rndi(1, 40), sh = 1; break;
-        case 3: sw = rndi(2, 5), sh = rndi(2, 5); break;
-        default: sw = rndi(1, 97), sh = rndi(1, 61); break;
+        case 0:
+            sw = 1, sh = 1;
+            break;
+        case 1:
+            sw = 1, sh = rndi(1, 40);
+            break;
+        case 2:
+            sw = rndi(1, 40), sh = 1;
+            break;
+        case 3:
+            sw = rndi(2, 5), sh = rndi(2, 5);
+            break;
+        default:
+            sw = rndi(1, 97), sh = rndi(1, 61);
+            break;
         }
         one_case(sw, sh, cn, depth, scale);
     }
@@ -253,8 +263,8 @@ conc_run(void *arg)
         int band = 1 + (c->seed * 7 + it * 13) % 9;
         int y = (c->seed * 31 + it * 17) % dh;
         int h = y + band > dh ? dh - y : band;
-        struct hc_view out = {malloc((size_t)dw * bpp * h), (size_t)dw * bpp, 0, y, dw, h, cn,
-                              depth};
+        struct hc_view out = {
+            malloc((size_t)dw * bpp * h), (size_t)dw * bpp, 0, y, dw, h, cn, depth};
         if (!out.data || hc_bicubic_resize(&c->src->v, c->sw, c->sh, c->scale, &out, 1) != 0 ||
             memcmp(out.data, hc_view_at(&c->ref->v, 0, y), (size_t)dw * bpp * h) != 0)
             c->bad = 1;
@@ -348,8 +358,7 @@ main(void)
     if (cap && strcmp(cap, "scalar") == 0)
         HC_CHECK_EQ(hc_cpu_level(), HC_SIMD_SCALAR);
     if (cap && strcmp(cap, "sse2") == 0)
-        HC_CHECK_EQ(hc_cpu_level(),
-                    hc_cpu_supports(HC_SIMD_SSE2) ? HC_SIMD_SSE2 : HC_SIMD_SCALAR);
+        HC_CHECK_EQ(hc_cpu_level(), hc_cpu_supports(HC_SIMD_SSE2) ? HC_SIMD_SSE2 : HC_SIMD_SCALAR);
     test_bad_args();
     test_random(quick);
     test_tiled(quick);

@@ -70,9 +70,9 @@ test_src_rect(void)
         struct hc_rect s;
         hc_tile_src_rect(sw, sh, scale, &out, &s);
         HC_CHECK_MSG(s.x == x0 && s.w == x1 - x0 + 1 && s.y == y0 && s.h == y1 - y0 + 1,
-                     "scale %d img %dx%d out %d,%d %dx%d: got %d,%d %dx%d want %d,%d %dx%d",
-                     scale, sw, sh, out.x, out.y, out.w, out.h, s.x, s.y, s.w, s.h, x0, y0,
-                     x1 - x0 + 1, y1 - y0 + 1);
+                     "scale %d img %dx%d out %d,%d %dx%d: got %d,%d %dx%d want %d,%d %dx%d", scale,
+                     sw, sh, out.x, out.y, out.w, out.h, s.x, s.y, s.w, s.h, x0, y0, x1 - x0 + 1,
+                     y1 - y0 + 1);
     }
     /* The halo at integer scales is 2 source pixels inside the image (DESIGN). */
     struct hc_rect out = {64, 64, 64, 64}, s;
@@ -141,7 +141,8 @@ test_copy_levels(void)
                          row, rows);
             /* and scalar itself against a plain memcpy per row (guards untouched) */
             for (int r = 0; r < rows; r++)
-                HC_CHECK(memcmp(a + doff + (size_t)r * dst_st, s + soff + (size_t)r * sst, row) == 0);
+                HC_CHECK(memcmp(a + doff + (size_t)r * dst_st, s + soff + (size_t)r * sst, row) ==
+                         0);
             free(s);
             free(a);
             free(b);
@@ -178,7 +179,8 @@ test_extract_paste(void)
         HC_CHECK(pk);
         hc_tile_extract(&v, &r, pk, pst);
         for (int y = 0; y < r.h; y++)
-            HC_CHECK(memcmp(pk + y * pst, img + (size_t)(r.y - vy + y) * stride + (size_t)(r.x - vx) * bpp,
+            HC_CHECK(memcmp(pk + y * pst,
+                            img + (size_t)(r.y - vy + y) * stride + (size_t)(r.x - vx) * bpp,
                             (size_t)r.w * bpp) == 0);
         hc_tile_paste(&c, &r, pk, pst);
         for (int y = 0; y < h; y++)
