@@ -1,7 +1,7 @@
 /* client.h: the HTTP tile client - a struct hc_tile_backend that sends tiles to one or more
  * hc-gpu-service instances (POST /v1/upscale, the binary format of core/wire.h).
  *
- * One client holds the service URLs, their health, the pooled libcurl handles (keep-alive
+ * One client holds the service URLs, their health, one libcurl multi handle (keep-alive
  * connections survive from one job to the next) and counters. Each run() call (one batch of
  * tiles of one job) splits its tiles into requests of `tiles_per_request` tiles, keeps up to
  * `inflight` requests in flight, spreads them round-robin over the URLs, and retries a request
