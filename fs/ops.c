@@ -696,7 +696,10 @@ hc_release(const char *path, struct fuse_file_info *fi)
          * still holds the file we wrote. */
         struct stat a, b;
         char p[PATH_MAX];
-        if (fstat(h->fd, &a) == 0 && backing(fs, h->rel, p, sizeof(p)) == 0 &&
+        /* Dot-files are what rsync and editors write before renaming into place; the
+         * rename queues the job under the final name instead. */
+        if (base_name(h->rel)[0] != '.' && fstat(h->fd, &a) == 0 &&
+            backing(fs, h->rel, p, sizeof(p)) == 0 &&
             lstat(p, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
             close(h->fd);
             h->fd = -1;

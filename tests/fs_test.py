@@ -343,6 +343,21 @@ def case_finder():
     check(s["jobs_run"] == 1, "exactly one pipeline run for the copied file: %s" % s)
     check(open(os.path.join(m.up, "f.jpg"), "rb").read() == ref, "output of the Finder copy")
     check(os.stat(final).st_mtime_ns == 1_600_000_000_000_000_000, "utimens kept")
+    # rsync's way: write a dot-file, rename it into place; one job, for the final name
+    before = m.stat()
+    src2 = make_image(os.path.join(w, "r.png"), 150, 100, 32)
+    ref2 = hc_upscale(src2, os.path.join(w, "ref-r.png"))
+    tmp = os.path.join(m.input, ".r.png.Xy12Ab")
+    with open(tmp, "wb") as f:
+        f.write(open(src2, "rb").read())
+    time.sleep(0.2)
+    check(m.stat()["jobs_queued"] == before["jobs_queued"], "a job was queued for a temp name")
+    os.rename(tmp, os.path.join(m.input, "r.png"))
+    m.wait_state("r.png", ("done",), 60)
+    s = m.stat()
+    check(s["jobs_queued"] == before["jobs_queued"] + 1 and s["failed"] == 0, "rsync-like: %s" % s)
+    got = open(os.path.join(m.up, "r.png"), "rb").read()
+    check(got == ref2, "rsync-like output: %d bytes vs %d; %s" % (len(got), len(ref2), m.log()))
     check(m.unmount() == 0, "clean exit")
 
 
