@@ -381,6 +381,8 @@ hc_reader_open(const char *path, const struct hc_limits *lim, struct hc_reader *
         close(fd);
         return hc_error(-ENOMEM, "codec", "out of memory");
     }
+    /* libjpeg's stdio source asks for 4 KiB at a time: let stdio read 64 KiB per call */
+    setvbuf(r->fp, NULL, _IOFBF, 64 * 1024);
     return reader_finish_open(r, lim, out);
 }
 
