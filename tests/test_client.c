@@ -564,6 +564,32 @@ test_failover_dead(void)
     HC_CHECK_MSG(st.failovers >= 1, "failovers %llu", (unsigned long long)st.failovers);
     HC_CHECK_EQ(st.tiles, j.ntiles);
     hc_client_close(c);
+
+    /* A URL that accepts connections and never answers: its requests time out and go to the
+     * good one, and the job completes correctly. */
+    int port;
+    int lfd = silent_listener(&port);
+    char silent[64];
+    snprintf(silent, sizeof silent, "http://127.0.0.1:%d", port);
+    const char *urls2[] = {silent, s.url};
+    struct hc_client_opts o;
+    hc_client_opts_default(&o);
+    o.urls = urls2;
+    o.nurls = 2;
+    o.inflight = 4;
+    o.tiles_per_request = 2;
+    o.timeout_ms = 500;
+    HC_CHECK(hc_client_open(&o, &c) == 0);
+    uint64_t t0 = now_ms();
+    HC_CHECK_MSG(run_job(c, &j) == 0, "%s", hc_last_error());
+    uint64_t el = now_ms() - t0;
+    job_verify(&j, "failover from a silent URL");
+    hc_client_stats(c, &st);
+    fprintf(stderr, "failover from a silent URL: %llu ms, %llu failovers\n", (unsigned long long)el,
+            (unsigned long long)st.failovers);
+    HC_CHECK(st.failovers >= 1 && el >= 450 && el < 5000);
+    hc_client_close(c);
+    close(lfd);
     job_free(&j);
 }
 
