@@ -401,7 +401,7 @@ def case_kill9():
     job runs again and gives the bytes of hc upscale."""
     w = tmpdir("kill9")
     src = big_input(w)
-    m = Mount(w, "noprefetch,scale=3")
+    m = Mount(w, "noprefetch,scale=4")
     subprocess.run(["cp", src, os.path.join(m.input, "big.png")], check=True)
     reader = subprocess.Popen(["cat", os.path.join(m.up, "big.png")], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -415,8 +415,8 @@ def case_kill9():
     leftovers = cache_outputs(m)
     log("cache after kill -9: %s" % leftovers)
 
-    ref = hc_upscale(src, os.path.join(w, "ref.png"), "--scale", "3")
-    m2 = Mount(w, "noprefetch,scale=3")
+    ref = hc_upscale(src, os.path.join(w, "ref.png"), "--scale", "4")
+    m2 = Mount(w, "noprefetch,scale=4")
     # Recovery at start-up removed what the killed job left: nothing under out/ yet.
     left = [f for f in cache_outputs(m2) if f.startswith("out")]
     check(left == [], "unfinished outputs served after restart: %s" % left)
@@ -433,7 +433,7 @@ def case_signals():
     cleanly with no job left writing and no temporary file left in the cache."""
     w = tmpdir("sig")
     src = big_input(w)
-    m = Mount(w, "noprefetch,scale=3")
+    m = Mount(w, "noprefetch,scale=4")
     subprocess.run(["cp", src, os.path.join(m.input, "big.png")], check=True)
     reader = subprocess.Popen(["cat", os.path.join(m.up, "big.png")], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
@@ -460,10 +460,10 @@ def case_signals():
     left = [f for f in cache_outputs(m) if f.startswith("out")]
     check(left == [], "files left in the cache after SIGTERM: %s" % left)
     # SIGINT on an idle mount, and fusermount3 -u, also end with status 0
-    m2 = Mount(w, "noprefetch,scale=3")
+    m2 = Mount(w, "noprefetch,scale=4")
     os.kill(m2.proc.pid, signal.SIGINT)
     check(m2.proc.wait(timeout=20) == 0 and not os.path.ismount(m2.root), "SIGINT")
-    m3 = Mount(w, "noprefetch,scale=3")
+    m3 = Mount(w, "noprefetch,scale=4")
     check(m3.unmount() == 0, "fusermount3 -u")
 
 
