@@ -466,6 +466,8 @@ hc_bicubic_resize_with(const struct hc_bc_kernels *k, const struct hc_view *src,
 
     if (nthreads <= 0)
         nthreads = hc_cpu_count();
+    if (nthreads > 256)
+        nthreads = 256;
     if ((long)n * hgt < BC_INLINE_SAMPLES)
         nthreads = 1;
     if (nthreads > hgt)

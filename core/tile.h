@@ -15,7 +15,9 @@ extern "C" {
 
 /* The source rectangle the bicubic filter needs for output rectangle *out at `scale` on a
  * src_w x src_h image: [floor((X0+0.5)/s - 0.5) - 1, floor((X1-0.5)/s - 0.5) + 2] in each
- * axis, clamped to the image (shared/DESIGN.md). */
+ * axis, clamped to the image (shared/DESIGN.md). The positions are computed with the
+ * filter's own float mapping, so the rectangle holds exactly the taps it reads (at x3 the
+ * exact rational formula and the float one disagree next to integers). */
 void hc_tile_src_rect(int src_w, int src_h, int scale, const struct hc_rect *out,
                       struct hc_rect *src);
 
