@@ -47,8 +47,8 @@ hc_check_limits(const char *domain, int64_t w, int64_t h, const struct hc_limits
         return hc_error(-EFBIG, domain, "%lldx%lld exceeds the limit of %d pixels per side",
                         (long long)w, (long long)h, lim->max_dim);
     if (lim->max_pixels > 0 && (uint64_t)w * (uint64_t)h > lim->max_pixels)
-        return hc_error(-EFBIG, domain, "%lldx%lld exceeds the limit of %llu pixels",
-                        (long long)w, (long long)h, (unsigned long long)lim->max_pixels);
+        return hc_error(-EFBIG, domain, "%lldx%lld exceeds the limit of %llu pixels", (long long)w,
+                        (long long)h, (unsigned long long)lim->max_pixels);
     return 0;
 }
 
@@ -214,8 +214,8 @@ out:
 /* ---- row conversion shared by the writers ---- */
 
 void
-hc_convert_row_u8(const uint8_t *src, int channels, int depth, uint8_t *dst, int out_ch,
-                  int bgr, int n)
+hc_convert_row_u8(const uint8_t *src, int channels, int depth, uint8_t *dst, int out_ch, int bgr,
+                  int n)
 {
     int color = channels >= 3;
     int alpha = channels == 2 || channels == 4;
@@ -387,8 +387,7 @@ hc_reader_open(const char *path, const struct hc_limits *lim, struct hc_reader *
 }
 
 int
-hc_reader_open_mem(const void *buf, size_t len, const struct hc_limits *lim,
-                   struct hc_reader **out)
+hc_reader_open_mem(const void *buf, size_t len, const struct hc_limits *lim, struct hc_reader **out)
 {
     struct hc_reader *r;
 
@@ -542,10 +541,18 @@ hc_writer_open(const char *path, const struct hc_image_info *info,
     if (res)
         goto out;
     switch (opts->format) {
-    case HC_FORMAT_JPEG: res = hc_jpeg_writer_open(w); break;
-    case HC_FORMAT_PNG: res = hc_png_writer_open(w); break;
-    case HC_FORMAT_BMP: res = hc_bmp_writer_open(w); break;
-    default: res = hc_tga_writer_open(w); break;
+    case HC_FORMAT_JPEG:
+        res = hc_jpeg_writer_open(w);
+        break;
+    case HC_FORMAT_PNG:
+        res = hc_png_writer_open(w);
+        break;
+    case HC_FORMAT_BMP:
+        res = hc_bmp_writer_open(w);
+        break;
+    default:
+        res = hc_tga_writer_open(w);
+        break;
     }
     if (res)
         goto out;

@@ -59,7 +59,8 @@ struct hc_writer {
  * what they allocated (priv) and return -errno with hc_last_error() set. */
 int hc_jpeg_reader_open(struct hc_reader *r);
 int hc_png_reader_open(struct hc_reader *r);
-int hc_stb_reader_open(struct hc_reader *r); /* BMP, TGA, GIF, PSD, PNM, HDR (and PNG without libspng) */
+int hc_stb_reader_open(
+    struct hc_reader *r); /* BMP, TGA, GIF, PSD, PNM, HDR (and PNG without libspng) */
 
 /* Format modules: set w->ops and w->priv, write the header into w->fp. */
 int hc_jpeg_writer_open(struct hc_writer *w);

@@ -9,15 +9,24 @@ const char *
 hc_format_name(enum hc_format f)
 {
     switch (f) {
-    case HC_FORMAT_JPEG: return "jpeg";
-    case HC_FORMAT_PNG: return "png";
-    case HC_FORMAT_BMP: return "bmp";
-    case HC_FORMAT_TGA: return "tga";
-    case HC_FORMAT_GIF: return "gif";
-    case HC_FORMAT_PSD: return "psd";
-    case HC_FORMAT_PNM: return "pnm";
-    case HC_FORMAT_HDR: return "hdr";
-    case HC_FORMAT_UNKNOWN: break;
+    case HC_FORMAT_JPEG:
+        return "jpeg";
+    case HC_FORMAT_PNG:
+        return "png";
+    case HC_FORMAT_BMP:
+        return "bmp";
+    case HC_FORMAT_TGA:
+        return "tga";
+    case HC_FORMAT_GIF:
+        return "gif";
+    case HC_FORMAT_PSD:
+        return "psd";
+    case HC_FORMAT_PNM:
+        return "pnm";
+    case HC_FORMAT_HDR:
+        return "hdr";
+    case HC_FORMAT_UNKNOWN:
+        break;
     }
     return "unknown";
 }
@@ -29,9 +38,9 @@ hc_format_from_path(const char *path)
         const char *ext;
         enum hc_format f;
     } map[] = {
-        {"jpg", HC_FORMAT_JPEG}, {"jpeg", HC_FORMAT_JPEG}, {"jpe", HC_FORMAT_JPEG},
-        {"jfif", HC_FORMAT_JPEG}, {"png", HC_FORMAT_PNG},  {"bmp", HC_FORMAT_BMP},
-        {"dib", HC_FORMAT_BMP},  {"tga", HC_FORMAT_TGA},  {"tpic", HC_FORMAT_TGA},
+        {"jpg", HC_FORMAT_JPEG},  {"jpeg", HC_FORMAT_JPEG}, {"jpe", HC_FORMAT_JPEG},
+        {"jfif", HC_FORMAT_JPEG}, {"png", HC_FORMAT_PNG},   {"bmp", HC_FORMAT_BMP},
+        {"dib", HC_FORMAT_BMP},   {"tga", HC_FORMAT_TGA},   {"tpic", HC_FORMAT_TGA},
     };
     const char *slash, *dot;
 

@@ -170,9 +170,9 @@ struct jreader {
     /* metadata collected by our marker processors */
     uint8_t *icc_chunk[256]; /* by sequence number 1..255 */
     unsigned icc_chunk_len[256];
-    int icc_count;           /* chunk count the segments announce (0: none seen) */
+    int icc_count; /* chunk count the segments announce (0: none seen) */
     size_t icc_total;
-    int icc_bad;             /* inconsistent or too large: drop the profile */
+    int icc_bad; /* inconsistent or too large: drop the profile */
     uint8_t *exif;
     size_t exif_len;
     int oom;
@@ -217,8 +217,7 @@ jreader_read(struct hc_reader *r, uint8_t *dst, size_t stride, int nrows)
 
             got = (int)jpeg_read_scanlines(ci, &row, 1);
             if (got == 1)
-                cmyk_to_rgb(p->cmyk_row, dst + (size_t)done * stride, r->info.width,
-                            p->inverted);
+                cmyk_to_rgb(p->cmyk_row, dst + (size_t)done * stride, r->info.width, p->inverted);
         } else {
             if (n > 16)
                 n = 16;
@@ -307,8 +306,7 @@ app_marker(j_decompress_ptr ci)
     }
     src_read(ci, hdr, hn);
     len -= (long)hn;
-    if (ci->unread_marker == JPEG_APP0 + 1 && !memcmp(hdr, "Exif\0\0", 6) && !p->exif &&
-        len > 0) {
+    if (ci->unread_marker == JPEG_APP0 + 1 && !memcmp(hdr, "Exif\0\0", 6) && !p->exif && len > 0) {
         p->exif = malloc((size_t)len);
         if (p->exif) {
             src_read(ci, p->exif, (size_t)len);
@@ -434,8 +432,7 @@ hc_jpeg_reader_open(struct hc_reader *r)
         }
         break;
     default:
-        res = hc_error(-EINVAL, DOM, "%d colour components are not supported",
-                       ci->num_components);
+        res = hc_error(-EINVAL, DOM, "%d colour components are not supported", ci->num_components);
         goto out;
     }
     res = read_meta(r, p);

@@ -41,22 +41,39 @@ decoded_layout(int ct, int bits, int has_trns, int *channels, int *depth)
     int ok;
 
     switch (ct) {
-    case CT_GRAY: ok = bits == 1 || bits == 2 || bits == 4 || bits == 8 || bits == 16; break;
-    case CT_PALETTE: ok = bits == 1 || bits == 2 || bits == 4 || bits == 8; break;
+    case CT_GRAY:
+        ok = bits == 1 || bits == 2 || bits == 4 || bits == 8 || bits == 16;
+        break;
+    case CT_PALETTE:
+        ok = bits == 1 || bits == 2 || bits == 4 || bits == 8;
+        break;
     case CT_RGB:
     case CT_GRAY_ALPHA:
-    case CT_RGBA: ok = bits == 8 || bits == 16; break;
-    default: ok = 0;
+    case CT_RGBA:
+        ok = bits == 8 || bits == 16;
+        break;
+    default:
+        ok = 0;
     }
     if (!ok)
         return hc_error(-EINVAL, DOM, "invalid colour type %d with bit depth %d", ct, bits);
     *depth = bits == 16 ? 16 : 8;
     switch (ct) {
-    case CT_GRAY: *channels = has_trns ? 2 : 1; break;
-    case CT_GRAY_ALPHA: *channels = 2; break;
-    case CT_RGB: *channels = has_trns ? 4 : 3; break;
-    case CT_PALETTE: *channels = has_trns ? 4 : 3; break;
-    default: *channels = 4; break;
+    case CT_GRAY:
+        *channels = has_trns ? 2 : 1;
+        break;
+    case CT_GRAY_ALPHA:
+        *channels = 2;
+        break;
+    case CT_RGB:
+        *channels = has_trns ? 4 : 3;
+        break;
+    case CT_PALETTE:
+        *channels = has_trns ? 4 : 3;
+        break;
+    default:
+        *channels = 4;
+        break;
     }
     return 0;
 }
@@ -241,14 +258,18 @@ hc_png_reader_open(struct hc_reader *r)
         else
             fmt = has_trns ? SPNG_FMT_GA8 : SPNG_FMT_G8;
         break;
-    case CT_PALETTE: fmt = has_trns ? SPNG_FMT_RGBA8 : SPNG_FMT_RGB8; break;
+    case CT_PALETTE:
+        fmt = has_trns ? SPNG_FMT_RGBA8 : SPNG_FMT_RGB8;
+        break;
     case CT_RGB:
         if (has_trns)
             fmt = ihdr.bit_depth == 16 ? SPNG_FMT_RGBA16 : SPNG_FMT_RGBA8;
         else
             fmt = SPNG_FMT_PNG;
         break;
-    default: fmt = SPNG_FMT_PNG; break; /* gray+alpha, RGBA: as stored, host-endian */
+    default:
+        fmt = SPNG_FMT_PNG;
+        break; /* gray+alpha, RGBA: as stored, host-endian */
     }
     e = spng_decoded_image_size(p->ctx, fmt, &size);
     if (e) {
@@ -271,8 +292,7 @@ hc_png_reader_open(struct hc_reader *r)
     if (ihdr.interlace_method) {
         p->image = malloc(size);
         if (!p->image) {
-            res = hc_error(-ENOMEM, DOM, "out of memory for %ux%u pixels", ihdr.width,
-                           ihdr.height);
+            res = hc_error(-ENOMEM, DOM, "out of memory for %ux%u pixels", ihdr.width, ihdr.height);
             goto out;
         }
         e = spng_decode_image(p->ctx, p->image, size, fmt, flags);

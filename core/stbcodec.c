@@ -257,8 +257,7 @@ hc_stb_reader_open(struct hc_reader *r)
     if (!p->image) {
         const char *why = stbi_failure_reason();
 
-        res = hc_error(-EINVAL, hc_format_name(f), "cannot decode: %s",
-                       why ? why : "corrupt data");
+        res = hc_error(-EINVAL, hc_format_name(f), "cannot decode: %s", why ? why : "corrupt data");
         goto out;
     }
     if (is16 && f == HC_FORMAT_PNM && stb_pnm16_needs_swap()) {
@@ -326,9 +325,9 @@ raw_finish(struct hc_writer *w)
 {
     struct rawwriter *p = w->priv;
     /* TGA 2.0 footer: no extension or developer area */
-    static const uint8_t footer[26] = {0, 0, 0, 0, 0, 0, 0, 0, 'T', 'R', 'U', 'E', 'V',
-                                       'I', 'S', 'I', 'O', 'N', '-', 'X', 'F', 'I', 'L', 'E',
-                                       '.', 0};
+    static const uint8_t footer[26] = {0,   0,   0,   0,   0,   0,   0,   0,   'T',
+                                       'R', 'U', 'E', 'V', 'I', 'S', 'I', 'O', 'N',
+                                       '-', 'X', 'F', 'I', 'L', 'E', '.', 0};
 
     if (p->tga && fwrite(footer, 1, sizeof(footer), w->fp) != sizeof(footer))
         return hc_error(-EIO, "tga", "write: %s", strerror(errno));

@@ -163,8 +163,8 @@ make_file(const char *name, enum hc_format f, int w, int h, int ch, int depth, s
     struct hc_image_info info = {f, w, h, ch, depth};
     struct hc_writer_opts o = {f, 90, -1};
     uint8_t *px = noise_image(w, h, ch, depth, 7);
-    int res = hc_encode_file(tpath(name), &info, px, (size_t)w * hc_pixel_bytes(ch, depth), &o,
-                             NULL);
+    int res =
+        hc_encode_file(tpath(name), &info, px, (size_t)w * hc_pixel_bytes(ch, depth), &o, NULL);
 
     HC_CHECK_MSG(res == 0, "%s", hc_last_error());
     free(px);
@@ -238,8 +238,7 @@ test_bombs(void)
     HC_CHECK_EQ(info.height, 65535);
     res = decode_all("bomb.jpg", jpg, n, NULL);
     HC_CHECK_MSG(res == -EFBIG, "jpeg bomb gave %d (%s)", res, hc_last_error());
-    HC_CHECK_MSG(strstr(hc_last_error(), "65535x65535 exceeds the limit"), "%s",
-                 hc_last_error());
+    HC_CHECK_MSG(strstr(hc_last_error(), "65535x65535 exceeds the limit"), "%s", hc_last_error());
     free(jpg);
 
     /* PNG IHDR claiming 100000 x 100000, with a correct CRC so only the size is wrong */
@@ -382,8 +381,7 @@ test_truncated_jpeg(void)
         if (k == 12)
             cut = n - 3; /* everything but the last bytes of entropy data and EOI */
         res = decode_all("t-cut.jpg", jpg, cut, NULL);
-        HC_CHECK_MSG(res == -EINVAL, "cut at %zu of %zu: %d (%s)", cut, n, res,
-                     hc_last_error());
+        HC_CHECK_MSG(res == -EINVAL, "cut at %zu of %zu: %d (%s)", cut, n, res, hc_last_error());
     }
     /* corrupt entropy data: a marker in the middle of the scan */
     {
@@ -411,8 +409,8 @@ find_chunk(uint8_t *png, size_t n, const char *type)
     size_t off = 8;
 
     while (off + 12 <= n) {
-        uint32_t len = (uint32_t)png[off] << 24 | png[off + 1] << 16 | png[off + 2] << 8 |
-                       png[off + 3];
+        uint32_t len =
+            (uint32_t)png[off] << 24 | png[off + 1] << 16 | png[off + 2] << 8 | png[off + 3];
 
         if (!memcmp(png + off + 4, type, 4))
             return png + off;
@@ -464,8 +462,7 @@ test_corrupt_png(void)
         size_t cut = start + 4 + (n - 12 - start) * (size_t)k / 6;
 
         res = decode_all("c-cut.png", png, cut, NULL);
-        HC_CHECK_MSG(res == -EINVAL, "cut at %zu of %zu: %d (%s)", cut, n, res,
-                     hc_last_error());
+        HC_CHECK_MSG(res == -EINVAL, "cut at %zu of %zu: %d (%s)", cut, n, res, hc_last_error());
     }
     free(bad);
     free(png);
@@ -730,8 +727,8 @@ cmd_bench(const char *in, const char *out, int reps)
         }
         if (hc_writer_finish(w))
             return fail("bench");
-        printf("decode %s %dx%d: %.3f s   encode %s %dx%d: %.3f s\n", in, info->width,
-               info->height, t1 - t0, out, big.width, big.height, now() - t1);
+        printf("decode %s %dx%d: %.3f s   encode %s %dx%d: %.3f s\n", in, info->width, info->height,
+               t1 - t0, out, big.width, big.height, now() - t1);
         hc_reader_close(r);
         free(rows);
         free(wide);
@@ -763,7 +760,8 @@ main(int argc, char **argv)
     }
     if (argc == 5 && !strcmp(argv[1], "bench"))
         return cmd_bench(argv[2], argv[3], atoi(argv[4]));
-    fprintf(stderr, "usage: test_codec [dump IN OUT | encode RAW OUT [q [level]] | convert IN OUT [q] "
-                    "| probe IN | bench IN OUT N]\n");
+    fprintf(stderr,
+            "usage: test_codec [dump IN OUT | encode RAW OUT [q [level]] | convert IN OUT [q] "
+            "| probe IN | bench IN OUT N]\n");
     return 2;
 }
