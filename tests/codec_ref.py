@@ -232,6 +232,18 @@ def test_png_decode(d):
     ga = rng.integers(0, 65536, (h, w, 2)).astype(np.uint16)
     write_png(f"{d}/ga16.png", [r.astype(">u2").tobytes() for r in ga], w, h, 4, 16)
     cases.append((f"{d}/ga16.png", ga, 2))
+    # 16-bit gray and RGB with a tRNS colour key, by hand: the key becomes alpha 0
+    g16 = rng.integers(0, 4, (h, w)).astype(np.uint16) * 20000
+    write_png(f"{d}/g16t.png", [r.astype(">u2").tobytes() for r in g16], w, h, 0, 16,
+              [(b"tRNS", struct.pack(">H", 20000))])
+    cases.append((f"{d}/g16t.png",
+                  np.dstack([g16, np.where(g16 == 20000, 0, 65535)]).astype(np.uint16), 2))
+    c16 = rng.integers(0, 2, (h, w, 3)).astype(np.uint16) * 40000
+    key = c16.reshape(-1, 3)[0]
+    write_png(f"{d}/rgb16t.png", [r.astype(">u2").tobytes() for r in c16], w, h, 2, 16,
+              [(b"tRNS", struct.pack(">HHH", *key))])
+    alpha = np.where((c16 == key).all(axis=2), 0, 65535).astype(np.uint16)
+    cases.append((f"{d}/rgb16t.png", np.dstack([c16, alpha]), 4))
     # OpenCV-written RGB/RGBA 8/16 and gray
     for c in (3, 4):
         for dt, mx in ((np.uint8, 256), (np.uint16, 65536)):
@@ -269,7 +281,7 @@ def test_png_decode(d):
         if expect is not None:
             same(ours, expect, f"{name} vs the array it was made from")
         cvref = cv2.imread(p, cv2.IMREAD_UNCHANGED)
-        if name.startswith(("grayt", "rgbt")):
+        if name.startswith(("grayt", "rgbt", "g16t", "rgb16t")):
             continue  # OpenCV drops a gray tRNS key; Pillow's RGBA/LA is the reference
         same(ours, cv2_ours_layout(cvref, c), f"{name} vs cv2.imread")
 
