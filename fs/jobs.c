@@ -568,6 +568,7 @@ job_run(struct hc_jobs *j, struct job *jb)
     o.cancel = &jb->cancel;
 
     struct hc_tcbackend tcb = {.tc = j->cfg.tc};
+    int tcb_on = 0;
     const struct hc_tile_backend *be = NULL;
     void *be_ctx = NULL;
     if (j->cfg.client) {
@@ -583,6 +584,8 @@ job_run(struct hc_jobs *j, struct job *jb)
             memcpy(tcb.key, key, sizeof(key));
             tcb.inner = be;
             tcb.inner_ctx = be_ctx;
+            (void)hc_tcbackend_start(&tcb); /* without its thread it stores synchronously */
+            tcb_on = 1;
             be = &hc_tcbackend;
             be_ctx = &tcb;
         }
@@ -593,6 +596,12 @@ job_run(struct hc_jobs *j, struct job *jb)
     fprintf(stderr, "info hcfs: job %s: upscaling (key %s)\n", jb->rel, key);
 
     r = hc_upscale_file(fdpath, e.path, &o, be, be_ctx);
+    if (tcb_on) {
+        /* Failed: every tile that arrived must be on disk before hc_tc_fail, so the next
+         * job resumes. Done: the cache drops the key's tiles at commit anyway. */
+        hc_tcbackend_finish(&tcb, r < 0);
+        tcb_on = 0;
+    }
     pthread_mutex_lock(&j->lock);
     j->st.tiles_from_cache += tcb.tiles_from_cache;
     j->st.tiles_computed += tcb.tiles_computed;
