@@ -280,12 +280,12 @@ metric(const struct service *s, const char *name)
 }
 
 /* The service counts a request when its answer has gone out (libmicrohttpd's completion
- * callback), which can be a moment after the client has it: wait up to 2 s for a counter
+ * callback), which can be a moment after the client has it: wait up to 10 s for a counter
  * to reach `want`, and return what it says then. */
 static uint64_t
 metric_settled(const struct service *s, const char *name, uint64_t want)
 {
-    uint64_t v = 0, deadline = now_ms() + 2000;
+    uint64_t v = 0, deadline = now_ms() + 10000;
     while ((v = metric(s, name)) != want && now_ms() < deadline) {
         struct timespec ts = {0, 20000000};
         nanosleep(&ts, NULL);
@@ -705,7 +705,7 @@ test_all_dead(void)
             hc_last_error());
     HC_CHECK_EQ(rc, -EIO);
     /* 2 attempts x 400 ms + 100 ms backoff = 900 ms; generous slack for a loaded CI box. */
-    HC_CHECK_MSG(el >= 800 && el < 2500, "took %llu ms", (unsigned long long)el);
+    HC_CHECK_MSG(el >= 800 && el < 5000, "took %llu ms", (unsigned long long)el);
     HC_CHECK(strstr(hc_last_error(), "imeout") != NULL || strstr(hc_last_error(), "timed out"));
     hc_client_close(c);
     close(lfd);
@@ -802,7 +802,7 @@ test_cancel(void)
     fprintf(stderr, "cancel: rc %d after %llu ms: %s\n", rc, (unsigned long long)el,
             hc_last_error());
     HC_CHECK_EQ(rc, -ECANCELED);
-    HC_CHECK_MSG(el >= 250 && el < 1500, "took %llu ms", (unsigned long long)el);
+    HC_CHECK_MSG(el >= 250 && el < 3000, "took %llu ms", (unsigned long long)el);
     hc_client_close(c); /* the derived handle outlives its parent */
     hc_client_close(jc);
     close(lfd);
@@ -857,7 +857,7 @@ test_concurrent(void)
     hc_client_stats(c, &st);
     HC_CHECK_EQ(st.retries, 0);
     /* Round-robin: both services did part of the work, and together all of it. */
-    uint64_t ta = 0, tb = 0, deadline = now_ms() + 2000; /* counted after the answer */
+    uint64_t ta = 0, tb = 0, deadline = now_ms() + 10000; /* counted after the answer */
     for (;;) {
         ta = metric(&a, "hc_tiles_total");
         tb = metric(&b, "hc_tiles_total");
