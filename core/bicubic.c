@@ -1,6 +1,6 @@
-/* bicubic.c: hc_bicubic_resize: validation, the per-call plan (tap offsets and weights for
- * every output column and row of the rectangle, computed once), threads over output rows,
- * and the kernels of the SIMD level chosen at start-up.
+/* bicubic.c: hc_bicubic_resize: validation, the plan (tap offsets and weights of every
+ * output column, cached across calls with the same columns, and of every output row),
+ * threads over output rows, and the kernels of the SIMD level chosen at start-up.
  *
  * Order of work, as OpenCV does it (the float rounding of the vertical pass depends on it):
  * each needed source row is filtered horizontally once per thread into a row of h values,
