@@ -575,6 +575,8 @@ hc_writer_write_rows(struct hc_writer *w, const uint8_t *src, size_t stride, int
     if (nrows <= 0 || nrows > w->info.height - w->rows_written)
         return hc_error(-EINVAL, dom, "write of %d rows at row %d of %d", nrows, w->rows_written,
                         w->info.height);
+    if (!src || stride < (size_t)w->info.width * hc_pixel_bytes(w->info.channels, w->info.depth))
+        return hc_error(-EINVAL, dom, "row stride %zu is shorter than a row", stride);
     res = w->ops->write_rows(w, src, stride, nrows);
     if (res) {
         w->failed = 1;

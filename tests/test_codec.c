@@ -490,6 +490,7 @@ test_writer_failures(void)
         HC_CHECK_EQ(hc_writer_open(tpath("out.img"), &info, &o, NULL, &w), 0);
         HC_CHECK_EQ(hc_writer_write_rows(w, px, 64 * 3, 31), 0);
         HC_CHECK_EQ(hc_writer_write_rows(w, px, 64 * 3, 2), -EINVAL); /* past the end */
+        HC_CHECK_EQ(hc_writer_write_rows(w, px, 64 * 3 - 1, 1), -EINVAL); /* short stride */
         HC_CHECK_EQ(hc_writer_finish(w), -EINVAL);
         HC_CHECK(strstr(hc_last_error(), "31 of 32 rows"));
         HC_CHECK_EQ(count_dir_entries(), before);
