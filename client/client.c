@@ -20,6 +20,7 @@
 #include <fcntl.h>
 #include <lz4frame.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1370,7 +1371,13 @@ http_run(void *ctx, const struct hc_job_geom *g, struct hc_tile *tiles, size_t n
 
     pthread_mutex_lock(&sh->runs_lock);
     if (!sh->thread_started) {
+        /* The thread blocks every signal, so that a program's SIGINT/SIGTERM land in its own
+         * threads (hcfs's FUSE loop, hc's main thread), where it expects them. */
+        sigset_t all, old;
+        sigfillset(&all);
+        pthread_sigmask(SIG_SETMASK, &all, &old);
         int e = pthread_create(&sh->thread, NULL, transfer_main, sh);
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
         if (e) {
             pthread_mutex_unlock(&sh->runs_lock);
             rc = hc_error(-e, DOMAIN, "cannot start the transfer thread: %s", strerror(e));
