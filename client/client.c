@@ -37,7 +37,7 @@
 
 #define DOMAIN "client"
 #define ENDPOINT "/v1/upscale"
-#define POLL_SLICE_MS 50     /* how often a waiting run() looks at its cancel flags */
+#define POLL_SLICE_MS 50     /* how often the transfer thread looks at cancel flags */
 #define BACKOFF_FIRST_MS 100 /* first retry wait when no other URL is healthy */
 #define BACKOFF_MAX_MS 5000  /* no single wait is longer (Retry-After included) */
 #define PENALTY_FIRST_MS 250 /* a failed URL is avoided this long, doubling per failure */
