@@ -25,24 +25,29 @@
 
 #include "error.h"
 
-#define BW 64 /* output pixels per block, x */
-#define BH 16 /* output pixels per block, y */
-#define MAX_SW (BW + 3)
-#define MAX_SH (BH + 3)
+#define BX 256 /* output columns per block: one per thread */
+#ifndef HC_BY
+#define HC_BY 32
+#endif
+#define BY HC_BY /* output rows per block */
+#define STAGE_BATCH 8 /* source loads in flight per thread */
+#define SMEM_MAX (96 * 1024) /* dynamic shared memory a launch may use (worst: x1 RGBA16) */
 
 struct tile_args {
     const uint8_t *src; /* packed source window, src_w x src_h */
     uint8_t *dst;       /* packed output, out_w x out_h */
     int image_w, image_h, scale, cn;
+    double inv_scale; /* 1.0 / scale, as core computes it (IEEE division, same on host) */
     int src_x, src_y, src_w, src_h;
     int out_x, out_y, out_w, out_h;
     long simd_end; /* output-row elements computed with OpenCV's SIMD (float) formulas */
 };
 
+/* hc_bicubic_map() with 1.0 / scale computed once on the host (same IEEE value). */
 __device__ __forceinline__ void
-map_pos(int d, int scale, int *i, float *t)
+map_pos(int d, double inv_scale, int *i, float *t)
 {
-    float f = (float)((d + 0.5) * (1.0 / scale) - 0.5);
+    float f = (float)((d + 0.5) * inv_scale - 0.5);
     float fl = floorf(f);
     *i = (int)fl;
     *t = f - fl;
@@ -72,174 +77,203 @@ clampi(int v, int lo, int hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* Horizontal pass of one staged row for the thread's column: h[c] for every channel. */
+template <typename T, int CN>
+__device__ __forceinline__ void
+hpass(const T *row, int t0, int t1, int t2, int t3, const float w[4], const int ia[4], float h[CN])
+{
+#pragma unroll
+    for (int c = 0; c < CN; c++) {
+        if (sizeof(T) == 1) {
+            h[c] = (float)(ia[0] * (int)row[t0 + c] + ia[1] * (int)row[t1 + c] +
+                           ia[2] * (int)row[t2 + c] + ia[3] * (int)row[t3 + c]);
+        } else {
+            float v = (float)row[t0 + c] * w[0];
+            v = v + (float)row[t1 + c] * w[1];
+            v = v + (float)row[t2 + c] * w[2];
+            v = v + (float)row[t3 + c] * w[3];
+            h[c] = v;
+        }
+    }
+}
+
+/* One block: BX x BY output pixels. Each thread owns one output column: it computes the
+ * horizontal pass of the staged source rows it needs, keeps the last four in registers, and
+ * slides down the column emitting output rows, so every horizontal sum is computed once per
+ * source row and the vertical pass reads registers, not shared memory. */
 template <typename T, int CN>
 __global__ void __launch_bounds__(256) bicubic_kernel(tile_args a)
 {
-    /* source pixels of the block, as they are (u8 or u16) */
-    __shared__ T s_src[MAX_SH * MAX_SW * CN];
-    /* horizontal sums: per staged source row, per output element of the block */
-    __shared__ __align__(16) float s_h[MAX_SH * BW * CN];
-    __shared__ int s_xtap[BW][4]; /* sample offsets (already * CN) in a staged row */
-    __shared__ int s_xa[BW][4];   /* Q11 weights (8 bit) */
-    __shared__ float s_xf[BW][4]; /* float weights (16 bit) */
-    __shared__ int s_ytap[BH][4]; /* staged row indices */
-    __shared__ float s_yb[BH][4]; /* vertical float weights of the SIMD formula */
-    __shared__ int s_yib[BH][4];  /* Q11 vertical weights (8-bit integer tail) */
+    extern __shared__ __align__(16) unsigned char smem[];
+    T *s_src = (T *)smem;  /* the block's source pixels as they are (u8 or u16) */
+    __shared__ int s_yi[BY];       /* tap base row (unclamped) of each output row */
+    __shared__ __align__(16) float s_yb[BY][4]; /* vertical float weights, SIMD formula */
+    __shared__ int s_yib[BY][4];   /* Q11 vertical weights (8-bit integer tail) */
 
-    const int tx = threadIdx.x, ty = threadIdx.y, tid = ty * 16 + tx;
-    const int ox0 = a.out_x + blockIdx.x * BW; /* global output x of the block's column 0 */
-    const int oy0 = a.out_y + blockIdx.y * BH;
-    const int bw = min(BW, a.out_x + a.out_w - ox0);
-    const int bh = min(BH, a.out_y + a.out_h - oy0);
+    const int tid = threadIdx.y * 16 + threadIdx.x;
+    const int ox0 = a.out_x + blockIdx.x * BX; /* global output x of the block's column 0 */
+    const int oy0 = a.out_y + blockIdx.y * BY;
+    const int bw = min(BX, a.out_x + a.out_w - ox0);
+    const int bh = min(BY, a.out_y + a.out_h - oy0);
     const bool u8 = sizeof(T) == 1;
 
     /* Source columns / rows the block needs: taps of its first and last output. */
     int i0, i1;
     float tt;
-    map_pos(ox0, a.scale, &i0, &tt);
-    map_pos(ox0 + bw - 1, a.scale, &i1, &tt);
+    map_pos(ox0, a.inv_scale, &i0, &tt);
+    map_pos(ox0 + bw - 1, a.inv_scale, &i1, &tt);
     const int cx0 = clampi(i0 - 1, 0, a.image_w - 1), cx1 = clampi(i1 + 2, 0, a.image_w - 1);
-    map_pos(oy0, a.scale, &i0, &tt);
-    map_pos(oy0 + bh - 1, a.scale, &i1, &tt);
+    map_pos(oy0, a.inv_scale, &i0, &tt);
+    map_pos(oy0 + bh - 1, a.inv_scale, &i1, &tt);
     const int ry0 = clampi(i0 - 1, 0, a.image_h - 1), ry1 = clampi(i1 + 2, 0, a.image_h - 1);
     const int sw = cx1 - cx0 + 1, sh = ry1 - ry0 + 1;
     const int srowe = sw * CN;
 
-    if (tid < bw) {
-        int ix;
+    if (tid < bh) {
+        int iy;
         float t, c[4];
-        map_pos(ox0 + tid, a.scale, &ix, &t);
+        map_pos(oy0 + tid, a.inv_scale, &iy, &t);
         coeffs(t, c);
+        s_yi[tid] = iy;
         for (int k = 0; k < 4; k++) {
-            s_xtap[tid][k] = (clampi(ix - 1 + k, 0, a.image_w - 1) - cx0) * CN;
-            s_xa[tid][k] = q11(c[k]);
-            s_xf[tid][k] = c[k];
-        }
-    } else if (tid >= 128 && tid < 128 + bh) {
-        int r = tid - 128, iy;
-        float t, c[4];
-        map_pos(oy0 + r, a.scale, &iy, &t);
-        coeffs(t, c);
-        for (int k = 0; k < 4; k++) {
-            s_ytap[r][k] = clampi(iy - 1 + k, 0, a.image_h - 1) - ry0;
             int ib = q11(c[k]);
-            s_yib[r][k] = ib;
-            s_yb[r][k] = u8 ? (float)ib * (1.0f / (2048.0f * 2048.0f)) : c[k];
+            s_yib[tid][k] = ib;
+            s_yb[tid][k] = u8 ? (float)ib * (1.0f / (2048.0f * 2048.0f)) : c[k];
         }
     }
 
-    /* Stage the source: rows ry0..ry1, columns cx0..cx1, all channels. */
+    /* Stage the source: rows ry0..ry1, columns cx0..cx1, all channels. Loads are issued
+     * STAGE_BATCH at a time before their stores, so that a thread waits for memory once per
+     * batch, not once per sample. */
     {
         const size_t src_stride = (size_t)a.src_w * CN;
         const T *g0 = (const T *)a.src + (size_t)(ry0 - a.src_y) * src_stride +
                       (size_t)(cx0 - a.src_x) * CN;
-        for (int r = ty; r < sh; r += 16) {
-            const T *g = g0 + (size_t)r * src_stride;
-            T *d = s_src + r * srowe;
-            for (int e = tx; e < srowe; e += 16)
-                d[e] = g[e];
-        }
-    }
-    __syncthreads();
-
-    /* Horizontal pass: each thread four neighbouring outputs of a staged row. */
-    for (int r = ty; r < sh; r += 16) {
-        const T *row = s_src + r * srowe;
-        float *hrow = s_h + r * BW * CN;
+        const int total = sh * srowe;
+        /* row = floor((i + 0.5) / srowe): exact in float for these i (the error stays far
+         * below 0.5 / srowe), and much cheaper than an integer division */
+        const float inv = 1.0f / (float)srowe;
+        for (int base = 0; base < total; base += 256 * STAGE_BATCH) {
+            T v[STAGE_BATCH];
 #pragma unroll
-        for (int j = 0; j < 4; j++) {
-            const int x = tx * 4 + j;
-            if (x < bw) {
-                const int t0 = s_xtap[x][0], t1 = s_xtap[x][1], t2 = s_xtap[x][2],
-                          t3 = s_xtap[x][3];
-                if (u8) {
-                    const int a0 = s_xa[x][0], a1 = s_xa[x][1], a2 = s_xa[x][2],
-                              a3 = s_xa[x][3];
-#pragma unroll
-                    for (int c = 0; c < CN; c++)
-                        hrow[x * CN + c] = (float)(a0 * (int)row[t0 + c] + a1 * (int)row[t1 + c] +
-                                                   a2 * (int)row[t2 + c] + a3 * (int)row[t3 + c]);
-                } else {
-                    const float w0 = s_xf[x][0], w1 = s_xf[x][1], w2 = s_xf[x][2],
-                                w3 = s_xf[x][3];
-#pragma unroll
-                    for (int c = 0; c < CN; c++) {
-                        float v = (float)row[t0 + c] * w0;
-                        v = v + (float)row[t1 + c] * w1;
-                        v = v + (float)row[t2 + c] * w2;
-                        v = v + (float)row[t3 + c] * w3;
-                        hrow[x * CN + c] = v;
-                    }
+            for (int k = 0; k < STAGE_BATCH; k++) {
+                const int i = base + tid + 256 * k;
+                if (i < total) {
+                    const int r = __float2int_rz(((float)i + 0.5f) * inv);
+                    v[k] = g0[(size_t)r * src_stride + (i - r * srowe)];
                 }
+            }
+#pragma unroll
+            for (int k = 0; k < STAGE_BATCH; k++) {
+                const int i = base + tid + 256 * k;
+                if (i < total)
+                    s_src[i] = v[k];
             }
         }
     }
-    __syncthreads();
 
-    /* Vertical pass: each thread four neighbouring output pixels of one row. */
-    const int x0 = tx * 4;
-    if (ty >= bh || x0 >= bw)
-        return;
-    float hv[4][4 * CN];
-#pragma unroll
-    for (int k = 0; k < 4; k++) {
-        const float4 *p = (const float4 *)(s_h + s_ytap[ty][k] * BW * CN + x0 * CN);
-#pragma unroll
-        for (int q = 0; q < CN; q++) {
-            float4 v = p[q];
-            hv[k][4 * q] = v.x;
-            hv[k][4 * q + 1] = v.y;
-            hv[k][4 * q + 2] = v.z;
-            hv[k][4 * q + 3] = v.w;
+    /* This thread's column: taps and weights. */
+    const int x = tid;
+    int t0 = 0, t1 = 0, t2 = 0, t3 = 0, ia[4] = {0, 0, 0, 0};
+    float w[4] = {0, 0, 0, 0};
+    if (x < bw) {
+        int ix;
+        float t, c[4];
+        map_pos(ox0 + x, a.inv_scale, &ix, &t);
+        coeffs(t, c);
+        t0 = (clampi(ix - 1, 0, a.image_w - 1) - cx0) * CN;
+        t1 = (clampi(ix, 0, a.image_w - 1) - cx0) * CN;
+        t2 = (clampi(ix + 1, 0, a.image_w - 1) - cx0) * CN;
+        t3 = (clampi(ix + 2, 0, a.image_w - 1) - cx0) * CN;
+        for (int k = 0; k < 4; k++) {
+            ia[k] = q11(c[k]);
+            w[k] = c[k];
         }
     }
-    const float b0 = s_yb[ty][0], b1 = s_yb[ty][1], b2 = s_yb[ty][2], b3 = s_yb[ty][3];
-    const int ib0 = s_yib[ty][0], ib1 = s_yib[ty][1], ib2 = s_yib[ty][2], ib3 = s_yib[ty][3];
-    const long ge0 = (long)(ox0 + x0) * CN;
-    unsigned o[4 * CN];
+    __syncthreads();
+    if (x >= bw)
+        return; /* no barrier after this point */
+
+    /* h of virtual (unclamped) source rows iy-1 .. iy+2 of the current output row */
+    float h0[CN], h1[CN], h2[CN], h3[CN];
+    int iy = s_yi[0];
+#define HROW(v, h)                                                                             \
+    hpass<T, CN>(s_src + (clampi((v), 0, a.image_h - 1) - ry0) * srowe, t0, t1, t2, t3, w, ia, h)
+    HROW(iy - 1, h0);
+    HROW(iy, h1);
+    HROW(iy + 1, h2);
+    HROW(iy + 2, h3);
+
+    T *d = (T *)a.dst + (size_t)(oy0 - a.out_y) * a.out_w * CN + (size_t)(ox0 + x - a.out_x) * CN;
+    const size_t dstride = (size_t)a.out_w * CN;
+    const long ge0 = (long)(ox0 + x) * CN;
+    const bool all_simd = ge0 + CN <= a.simd_end; /* all channels in OpenCV's SIMD region */
+    for (int o = 0; o < bh; o++, d += dstride) {
+        /* the tap base moves down by at most one row per output row (scale >= 1); the same
+         * for every thread of the block, so this branch never diverges */
+        const int ny = s_yi[o];
+        while (iy < ny) {
 #pragma unroll
-    for (int i = 0; i < 4 * CN; i++) {
-        const float v0 = hv[0][i], v1 = hv[1][i], v2 = hv[2][i], v3 = hv[3][i];
-        int r;
-        if (ge0 + i < a.simd_end) {
-            float acc = v3 * b3;
-            acc = v2 * b2 + acc;
-            acc = v1 * b1 + acc;
-            acc = v0 * b0 + acc;
-            r = __float2int_rn(acc);
-        } else if (u8) {
-            int s = (int)v0 * ib0 + (int)v1 * ib1 + (int)v2 * ib2 + (int)v3 * ib3;
-            r = (s + (1 << 21)) >> 22;
+            for (int c = 0; c < CN; c++) {
+                h0[c] = h1[c];
+                h1[c] = h2[c];
+                h2[c] = h3[c];
+            }
+            iy++;
+            HROW(iy + 2, h3);
+        }
+        const float4 bv = *(const float4 *)s_yb[o];
+        unsigned out[CN];
+        if (all_simd) {
+            /* the common case, decided once per thread: OpenCV's SIMD formula for every
+             * channel. cvt to unsigned saturates at 0 like the CPU's clamp. */
+#pragma unroll
+            for (int c = 0; c < CN; c++) {
+                float acc = h3[c] * bv.w;
+                acc = h2[c] * bv.z + acc;
+                acc = h1[c] * bv.y + acc;
+                acc = h0[c] * bv.x + acc;
+                out[c] = min(__float2uint_rn(acc), u8 ? 255u : 65535u);
+            }
         } else {
-            float acc = v0 * b0;
-            acc = acc + v1 * b1;
-            acc = acc + v2 * b2;
-            acc = acc + v3 * b3;
-            r = __float2int_rn(acc);
-        }
-        o[i] = (unsigned)clampi(r, 0, u8 ? 255 : 65535);
-    }
-    T *d = (T *)a.dst + (size_t)(oy0 + ty - a.out_y) * a.out_w * CN +
-           (size_t)(ox0 + x0 - a.out_x) * CN;
-    if (bw - x0 >= 4 && ((uintptr_t)d & 3) == 0) {
-        /* 4*CN samples are a whole number of 32-bit words: write words, not bytes */
-        unsigned *w = (unsigned *)d;
-        if (u8) {
 #pragma unroll
-            for (int q = 0; q < CN; q++)
-                w[q] = o[4 * q] | o[4 * q + 1] << 8 | o[4 * q + 2] << 16 | o[4 * q + 3] << 24;
+            for (int c = 0; c < CN; c++) {
+                int r;
+                if (ge0 + c < a.simd_end) {
+                    float acc = h3[c] * bv.w;
+                    acc = h2[c] * bv.z + acc;
+                    acc = h1[c] * bv.y + acc;
+                    acc = h0[c] * bv.x + acc;
+                    r = __float2int_rn(acc);
+                } else if (u8) {
+                    int sum = (int)h0[c] * s_yib[o][0] + (int)h1[c] * s_yib[o][1] +
+                              (int)h2[c] * s_yib[o][2] + (int)h3[c] * s_yib[o][3];
+                    r = (sum + (1 << 21)) >> 22;
+                } else {
+                    float acc = h0[c] * bv.x;
+                    acc = acc + h1[c] * bv.y;
+                    acc = acc + h2[c] * bv.z;
+                    acc = acc + h3[c] * bv.w;
+                    r = __float2int_rn(acc);
+                }
+                out[c] = (unsigned)clampi(r, 0, u8 ? 255 : 65535);
+            }
+        }
+        /* one store per pixel where its size allows (buffers and rows are aligned then) */
+        if (sizeof(T) * CN == 4) {
+            *(unsigned *)d = u8 ? (out[0] | out[1 % CN] << 8 | out[2 % CN] << 16 | out[3 % CN] << 24)
+                                : (out[0] | out[1 % CN] << 16);
+        } else if (sizeof(T) * CN == 8) {
+            *(uint2 *)d = make_uint2(out[0] | out[1 % CN] << 16, out[2 % CN] | out[3 % CN] << 16);
+        } else if (sizeof(T) * CN == 2) {
+            *(unsigned short *)d = (unsigned short)(u8 ? (out[0] | out[1 % CN] << 8) : out[0]);
         } else {
 #pragma unroll
-            for (int q = 0; q < 2 * CN; q++)
-                w[q] = o[2 * q] | o[2 * q + 1] << 16;
+            for (int c = 0; c < CN; c++)
+                d[c] = (T)out[c];
         }
-    } else {
-        const int n = min(4, bw - x0) * CN;
-#pragma unroll
-        for (int i = 0; i < 4 * CN; i++)
-            if (i < n)
-                d[i] = (T)o[i];
     }
+#undef HROW
 }
 
 /* ---- host side ---------------------------------------------------------------------- */
@@ -271,6 +305,31 @@ struct hc_cuda {
     pthread_cond_t freed;
 };
 
+/* Shared memory of one block: the source rectangle of BX x BY outputs at this scale. */
+static size_t
+smem_bytes(int scale, int channels, int depth)
+{
+    size_t w = (size_t)((BX - 1) / scale + 5), h = (size_t)((BY - 1) / scale + 5);
+    return w * h * (size_t)channels * (size_t)(depth / 8);
+}
+
+/* Lets every instantiation use more than the default 48 KB of dynamic shared memory. */
+static int
+allow_smem(void)
+{
+    int rc = 0;
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+out:
+    return rc;
+}
+
 static int
 launch(const struct hc_wire_tile *t, const uint8_t *d_src, uint8_t *d_dst, cudaStream_t st)
 {
@@ -283,6 +342,7 @@ launch(const struct hc_wire_tile *t, const uint8_t *d_src, uint8_t *d_dst, cudaS
     a.image_h = (int)t->image_h;
     a.scale = t->scale;
     a.cn = t->channels;
+    a.inv_scale = 1.0 / t->scale;
     a.src_x = t->src.x;
     a.src_y = t->src.y;
     a.src_w = t->src.w;
@@ -292,9 +352,10 @@ launch(const struct hc_wire_tile *t, const uint8_t *d_src, uint8_t *d_dst, cudaS
     a.out_w = t->out.w;
     a.out_h = t->out.h;
     a.simd_end = (long)t->image_w * t->scale * t->channels / 8 * 8;
-    dim3 block(16, 16), grid((unsigned)((t->out.w + BW - 1) / BW),
-                             (unsigned)((t->out.h + BH - 1) / BH));
-#define LAUNCH(T, C) bicubic_kernel<T, C><<<grid, block, 0, st>>>(a)
+    dim3 block(16, 16), grid((unsigned)((t->out.w + BX - 1) / BX),
+                             (unsigned)((t->out.h + BY - 1) / BY));
+    const size_t smem = smem_bytes(t->scale, t->channels, t->depth);
+#define LAUNCH(T, C) bicubic_kernel<T, C><<<grid, block, smem, st>>>(a)
     switch (t->channels * 100 + t->depth) {
     case 108: LAUNCH(uint8_t, 1); break;
     case 208: LAUNCH(uint8_t, 2); break;
@@ -371,6 +432,9 @@ hc_cuda_open(int slots, struct hc_cuda **out)
         cudaDeviceProp p;
         CK(cudaSetDevice(d));
         CK(cudaGetDeviceProperties(&p, d));
+        rc = allow_smem();
+        if (rc)
+            goto out;
         snprintf(cu->names[d], 256, "%s", p.name);
         for (int k = 0; k < slots; k++) {
             struct slot *s = &cu->slots[cu->nslots];
@@ -552,6 +616,9 @@ hc_cuda_bench(int w, int h, int channels, int depth, int scale, int iters, doubl
     in = hc_wire_src_bytes(&t);
     outb = hc_wire_out_bytes(&t);
     CK(cudaSetDevice(0));
+    rc = allow_smem();
+    if (rc)
+        goto out;
     CK(cudaMalloc((void **)&d_in, in));
     CK(cudaMalloc((void **)&d_out, outb));
     CK(cudaMalloc((void **)&d_copy, outb));
