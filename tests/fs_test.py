@@ -248,6 +248,29 @@ def case_cache():
     check(m.unmount() == 0, "clean exit")
 
 
+def case_evicted():
+    """An output evicted from the cache (cache_max, least recently used) is made again on
+    the next open, with the same bytes; nothing is served from a file that is gone."""
+    w = tmpdir("evict")
+    src = make_image(os.path.join(w, "v.png"), 200, 150, 13)
+    src2 = make_image(os.path.join(w, "w.png"), 180, 120, 14)
+    ref = hc_upscale(src, os.path.join(w, "ref.png"))
+    ref2 = hc_upscale(src2, os.path.join(w, "ref2.png"))
+    m = Mount(w, "noprefetch,cache_max=1K")
+    subprocess.run(["cp", src, src2, m.input + "/"], check=True)
+    check(open(os.path.join(m.up, "v.png"), "rb").read() == ref, "first read")
+    # the cache keeps the most recently used entry whatever its size: a second one evicts v
+    check(open(os.path.join(m.up, "w.png"), "rb").read() == ref2, "second file")
+    end = time.time() + 30
+    while m.stat()["cache_evicted"] < 1 and time.time() < end:
+        time.sleep(0.2)
+    s = m.stat()
+    check(s["cache_evicted"] >= 1 and s["cache_entries"] <= 1, "not evicted: %s" % s)
+    check(open(os.path.join(m.up, "v.png"), "rb").read() == ref, "read after eviction")
+    check(m.jobs_run() == 3, "eviction: %d runs, want 3" % m.jobs_run())
+    check(m.unmount() == 0, "clean exit")
+
+
 def png_chunk(t, d):
     return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
 
@@ -659,6 +682,7 @@ CASES = {
     "readers": case_readers,
     "exact_size": case_exact_size,
     "cache": case_cache,
+    "evicted": case_evicted,
     "bad_files": case_bad_files,
     "finder": case_finder,
     "kill9": case_kill9,
