@@ -59,9 +59,19 @@ class Service:
         return self.log.read()
 
     def stop(self):
+        """SIGTERM (the service drains and exits 0, which lets sanitizer builds report),
+        SIGKILL if it hangs. A sanitizer report in the log fails the test."""
         if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait()
+                fail("service did not stop within 20 s of SIGTERM")
+        log = self.logtext()
+        if "Sanitizer" in log or "runtime error:" in log:
+            fail("sanitizer report in the service log:\n" + log[-3000:])
 
     def conn(self, timeout=30):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
@@ -569,7 +579,13 @@ def main():
         TESTS[sys.argv[1]]()
     finally:
         for s in SERVICES:
-            s.stop()
+            try:
+                s.stop()
+            except SystemExit:
+                for o in SERVICES:  # leave nothing running, then report
+                    if o.proc.poll() is None:
+                        os.killpg(o.proc.pid, signal.SIGKILL)
+                raise
     print("ok: service " + sys.argv[1])
     return 0
 

@@ -81,5 +81,9 @@ main(int argc, char **argv)
         fprintf(stderr, "service_ref: cannot write %s\n", argv[2]);
         return 1;
     }
+    for (size_t i = 0; i < n; i++)
+        free(outs[i]);
+    free(msg);
+    free(req);
     return 0;
 }
