@@ -308,20 +308,18 @@ run_tiled(struct hc_reader *r, struct hc_window *win, struct wqueue *q, const st
     size_t bpp = hc_pixel_bytes(g->channels, g->depth);
     int ncol = (dst_w + tile - 1) / tile;
     int nrow = (dst_h + tile - 1) / tile;
-    struct hc_rect probe = {0, 0, tile, tile}, big;
-    size_t src_cap, out_cap = (size_t)tile * (size_t)tile * bpp;
+    /* A tile never exceeds the image: --tile 65536 on a small image must not reserve
+     * 65536^2 pixels per slot. */
+    int tw = tile < dst_w ? tile : dst_w, th = tile < dst_h ? tile : dst_h;
+    /* A tile's padded source spans at most (edge - 1)/scale + 5 source pixels per axis (the
+     * taps i-1..i+2 of its first and last output pixel), and never more than the image. */
+    int sw = tw / g->scale + 6 < g->src_w ? tw / g->scale + 6 : g->src_w;
+    int sh = th / g->scale + 6 < g->src_h ? th / g->scale + 6 : g->src_h;
+    size_t src_cap = (size_t)sw * (size_t)sh * bpp, out_cap = (size_t)tw * (size_t)th * bpp;
     struct hc_tile *tiles = NULL;
     uint8_t *src_slab = NULL, *out_slab = NULL;
     struct hc_stitch *st = NULL;
     int res;
-
-    /* A tile's padded source is largest away from the edges: (tile/scale + 5)^2 at most. */
-    probe.w = probe.h = tile;
-    hc_tile_src_rect(g->src_w > tile ? g->src_w : tile, g->src_h > tile ? g->src_h : tile,
-                     g->scale, &probe, &big);
-    src_cap = (size_t)(tile / g->scale + 6) * (size_t)(tile / g->scale + 6) * bpp;
-    if ((size_t)big.w * (size_t)big.h * bpp > src_cap)
-        src_cap = (size_t)big.w * (size_t)big.h * bpp;
 
     tiles = calloc((size_t)ncol, sizeof(*tiles));
     src_slab = malloc(src_cap * (size_t)ncol);
@@ -355,6 +353,11 @@ run_tiled(struct hc_reader *r, struct hc_window *win, struct wqueue *q, const st
             t->index = (uint32_t)(ty * ncol + tx);
             t->out = (struct hc_rect){x, y, tile < dst_w - x ? tile : dst_w - x, bh};
             hc_tile_src_rect(g->src_w, g->src_h, g->scale, &t->out, &t->src);
+            if ((size_t)t->src.w * (size_t)t->src.h * bpp > src_cap) { /* the bound above */
+                res = hc_error(-EINVAL, "pipeline", "tile %u needs a %dx%d source, over %dx%d",
+                               t->index, t->src.w, t->src.h, sw, sh);
+                goto out;
+            }
             hc_tile_extract(&src, &t->src, src_slab + src_cap * (size_t)tx,
                             (size_t)t->src.w * bpp);
             t->src_px = src_slab + src_cap * (size_t)tx;

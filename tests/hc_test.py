@@ -198,6 +198,27 @@ def t_tiled_equals_untiled():
             print(f"ok tiled == untiled for {h}x{w} {ch}ch x{scale} over {len(tiles)} tile sizes")
 
 
+def t_big_tile():
+    """A tile larger than the image costs the image, not tile x tile pixels: --tile 65536 on a
+    small image runs under a 1 GB address-space limit (a 65536^2 RGB tile would be 12 GB)."""
+    import resource
+    rng = np.random.default_rng(17)
+    src = random_image(rng, 23, 31, 3, 8)
+    inp = os.path.join(TMP, "small.png")
+    save_png(src, inp)
+
+    def limit():
+        resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+
+    for scale in (2, 8):
+        out = os.path.join(TMP, f"big_tile_{scale}.png")
+        p = subprocess.run([HC, "upscale", inp, out, "--scale", str(scale), "--tile", "65536", "-q"],
+                           capture_output=True, text=True, timeout=60, preexec_fn=limit)
+        if p.returncode != 0:
+            fail(f"--tile 65536 x{scale} on a 31x23 image: exit {p.returncode}: {p.stderr.strip()}")
+        compare(load_png(out), cv_resize(src, scale), scale, f"--tile 65536 x{scale}")
+
+
 def t_split_stitch():
     """The three-step workflow: split here, upscale every tile elsewhere (OpenCV), stitch."""
     rng = np.random.default_rng(7)
@@ -439,6 +460,7 @@ TESTS = {
     "opencv_photos": t_opencv_photos,
     "tiled_equals_untiled": t_tiled_equals_untiled,
     "split_stitch": t_split_stitch,
+    "big_tile": t_big_tile,
     "bad_input": t_bad_input,
     "usage": t_usage,
     "formats_and_meta": t_formats_and_meta,
