@@ -350,7 +350,7 @@ run_tiled(struct hc_reader *r, struct hc_window *win, struct wqueue *q, const st
             struct hc_tile *t = &tiles[tx];
             int x = tx * tile;
 
-            t->index = (uint32_t)(ty * ncol + tx);
+            t->index = (uint32_t)ty * (uint32_t)ncol + (uint32_t)tx;
             t->out = (struct hc_rect){x, y, tile < dst_w - x ? tile : dst_w - x, bh};
             hc_tile_src_rect(g->src_w, g->src_h, g->scale, &t->out, &t->src);
             if ((size_t)t->src.w * (size_t)t->src.h * bpp > src_cap) { /* the bound above */
@@ -435,6 +435,13 @@ hc_upscale_file(const char *in, const char *out, const struct hc_upscale_opts *o
     tile = o->tile;
     if (tile == 0 && be)
         tile = DEFAULT_REMOTE_TILE;
+    if (tile && ((dst_w + tile - 1) / tile) * ((dst_h + tile - 1) / tile) > UINT32_MAX) {
+        /* tile numbers are uint32 (the wire, the cache): more would repeat numbers */
+        res = hc_error(-EINVAL, "upscale", "%lld tiles of %d px are too many; use a larger tile",
+                       (long long)(((dst_w + tile - 1) / tile) * ((dst_h + tile - 1) / tile)),
+                       tile);
+        goto out;
+    }
     band_h = tile ? tile : UNTILED_BAND_ROWS;
     if (band_h > dst_h)
         band_h = (int)dst_h;

@@ -95,6 +95,11 @@ hc_tileset_split(const char *in, const char *dir, int scale, int tile, const str
     dst_h = info->height * scale;
     ncol = (dst_w + tile - 1) / tile;
     nrow = (dst_h + tile - 1) / tile;
+    if ((int64_t)ncol * nrow > INT_MAX) { /* tiles are numbered by int in the manifest */
+        res = hc_error(-EINVAL, "split", "%lld tiles of %d px are too many; use a larger --tile",
+                       (long long)ncol * nrow, tile);
+        goto out;
+    }
 
     if (mkdir(dir, 0777) && errno != EEXIST) {
         res = hc_error(-errno, "split", "cannot create %s: %s", dir, strerror(errno));

@@ -219,6 +219,25 @@ def t_big_tile():
         compare(load_png(out), cv_resize(src, scale), scale, f"--tile 65536 x{scale}")
 
 
+def t_too_many_tiles():
+    """A 10000x10000 image at x8 in 1-pixel tiles is 6.4e9 tiles: more than tile numbers hold
+    (int in the manifest, uint32 on the wire). split and upscale refuse it at once, exit 1."""
+    inp = os.path.join(TMP, "huge.png")
+    Image.new("L", (10000, 10000)).save(inp, compress_level=1)
+    for args in (["split", inp, os.path.join(TMP, "tiles"), "--scale", "8", "--tile", "1"],
+                 ["upscale", inp, os.path.join(TMP, "out.png"), "--scale", "8", "--tile", "1",
+                  "-q"]):
+        try:
+            p = subprocess.run([HC, *args], capture_output=True, text=True, timeout=30)
+        except subprocess.TimeoutExpired:
+            fail(f"hc {args[0]} with 6.4e9 tiles was not refused (still running after 30 s)")
+        if p.returncode != 1 or "tiles" not in p.stderr or len(p.stderr.strip().splitlines()) != 1:
+            fail(f"hc {args[0]} with 6.4e9 tiles: exit {p.returncode}, stderr {p.stderr!r}")
+        print(f"ok {args[0]}: {p.stderr.strip()}")
+    if os.path.exists(os.path.join(TMP, "out.png")):
+        fail("upscale left a file at OUT")
+
+
 def t_split_stitch():
     """The three-step workflow: split here, upscale every tile elsewhere (OpenCV), stitch."""
     rng = np.random.default_rng(7)
@@ -461,6 +480,7 @@ TESTS = {
     "tiled_equals_untiled": t_tiled_equals_untiled,
     "split_stitch": t_split_stitch,
     "big_tile": t_big_tile,
+    "too_many_tiles": t_too_many_tiles,
     "bad_input": t_bad_input,
     "usage": t_usage,
     "formats_and_meta": t_formats_and_meta,
