@@ -26,11 +26,11 @@
 #include "error.h"
 
 #define BX 256 /* output columns per block: one per thread */
-#ifndef HC_BY
-#define HC_BY 32
-#endif
-#define BY HC_BY /* output rows per block */
-#define STAGE_BATCH 8 /* source loads in flight per thread */
+/* Output rows per block: more rows share the block's fixed costs (staging, tables, the
+ * first four horizontal rows); 16-bit stays at 32 so that x1 RGBA16 fits shared memory. */
+#define BY8 64
+#define BY16 32
+#define BY_MAX 64
 #define SMEM_MAX (96 * 1024) /* dynamic shared memory a launch may use (worst: x1 RGBA16) */
 
 struct tile_args {
@@ -106,6 +106,7 @@ __global__ void __launch_bounds__(256) bicubic_kernel(tile_args a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     T *s_src = (T *)smem;  /* the block's source pixels as they are (u8 or u16) */
+    constexpr int BY = sizeof(T) == 1 ? BY8 : BY16;
     __shared__ int s_yi[BY];       /* tap base row (unclamped) of each output row */
     __shared__ __align__(16) float s_yb[BY][4]; /* vertical float weights, SIMD formula */
     __shared__ int s_yib[BY][4];   /* Q11 vertical weights (8-bit integer tail) */
@@ -142,33 +143,27 @@ __global__ void __launch_bounds__(256) bicubic_kernel(tile_args a)
         }
     }
 
-    /* Stage the source: rows ry0..ry1, columns cx0..cx1, all channels. Loads are issued
-     * STAGE_BATCH at a time before their stores, so that a thread waits for memory once per
-     * batch, not once per sample. */
+    /* Stage the source: rows ry0..ry1, columns cx0..cx1, all channels. One warp per row,
+     * four loads in flight per lane before their stores; no per-element index arithmetic
+     * (an earlier flat version spent more instructions here than on the filter). */
     {
         const size_t src_stride = (size_t)a.src_w * CN;
         const T *g0 = (const T *)a.src + (size_t)(ry0 - a.src_y) * src_stride +
                       (size_t)(cx0 - a.src_x) * CN;
-        const int total = sh * srowe;
-        /* row = floor((i + 0.5) / srowe): exact in float for these i (the error stays far
-         * below 0.5 / srowe), and much cheaper than an integer division */
-        const float inv = 1.0f / (float)srowe;
-        for (int base = 0; base < total; base += 256 * STAGE_BATCH) {
-            T v[STAGE_BATCH];
-#pragma unroll
-            for (int k = 0; k < STAGE_BATCH; k++) {
-                const int i = base + tid + 256 * k;
-                if (i < total) {
-                    const int r = __float2int_rz(((float)i + 0.5f) * inv);
-                    v[k] = g0[(size_t)r * src_stride + (i - r * srowe)];
-                }
+        const int warp = tid >> 5, lane = tid & 31;
+        for (int r = warp; r < sh; r += 8) {
+            const T *g = g0 + (size_t)r * src_stride;
+            T *dd = s_src + r * srowe;
+            int e = lane;
+            for (; e + 96 < srowe; e += 128) {
+                const T v0 = g[e], v1 = g[e + 32], v2 = g[e + 64], v3 = g[e + 96];
+                dd[e] = v0;
+                dd[e + 32] = v1;
+                dd[e + 64] = v2;
+                dd[e + 96] = v3;
             }
-#pragma unroll
-            for (int k = 0; k < STAGE_BATCH; k++) {
-                const int i = base + tid + 256 * k;
-                if (i < total)
-                    s_src[i] = v[k];
-            }
+            for (; e < srowe; e += 32)
+                dd[e] = g[e];
         }
     }
 
@@ -309,7 +304,8 @@ struct hc_cuda {
 static size_t
 smem_bytes(int scale, int channels, int depth)
 {
-    size_t w = (size_t)((BX - 1) / scale + 5), h = (size_t)((BY - 1) / scale + 5);
+    const int by = depth == 8 ? BY8 : BY16;
+    size_t w = (size_t)((BX - 1) / scale + 5), h = (size_t)((by - 1) / scale + 5);
     return w * h * (size_t)channels * (size_t)(depth / 8);
 }
 
@@ -352,8 +348,9 @@ launch(const struct hc_wire_tile *t, const uint8_t *d_src, uint8_t *d_dst, cudaS
     a.out_w = t->out.w;
     a.out_h = t->out.h;
     a.simd_end = (long)t->image_w * t->scale * t->channels / 8 * 8;
+    const int by = t->depth == 8 ? BY8 : BY16;
     dim3 block(16, 16), grid((unsigned)((t->out.w + BX - 1) / BX),
-                             (unsigned)((t->out.h + BY - 1) / BY));
+                             (unsigned)((t->out.h + by - 1) / by));
     const size_t smem = smem_bytes(t->scale, t->channels, t->depth);
 #define LAUNCH(T, C) bicubic_kernel<T, C><<<grid, block, smem, st>>>(a)
     switch (t->channels * 100 + t->depth) {
