@@ -247,6 +247,15 @@ hc_tileset_stitch(const char *dir, const char *out, const struct hc_writer_opts 
             res = hc_error(-EINVAL, "stitch", "%s: tile record %d is malformed", path, i);
             goto out;
         }
+        /* The manifest is a text file anyone may edit: check the rectangle before any
+         * arithmetic on it (x + w past INT_MAX would overflow in hc_tile_src_rect). */
+        if (o.w < 1 || o.h < 1 || o.x < 0 || o.y < 0 || o.x > oinfo.width - o.w ||
+            o.y > oinfo.height - o.h) {
+            res = hc_error(-EINVAL, "stitch",
+                           "%s: tile %d's output rectangle %d,%d %dx%d lies outside the %dx%d "
+                           "output", path, idx, o.x, o.y, o.w, o.h, oinfo.width, oinfo.height);
+            goto out;
+        }
         hc_tile_src_rect(info.width, info.height, scale, &o, &want);
         if (memcmp(&want, &s, sizeof(s))) {
             res = hc_error(-EINVAL, "stitch", "%s: tile %d's rectangles disagree", path, idx);

@@ -273,6 +273,39 @@ def t_split_stitch():
             fail(f"stitch with a missing tile: exit {p.returncode}, stderr {p.stderr!r}")
 
 
+def t_stitch_bad_manifest():
+    """A manifest edited by hand or by a broken tool: every bad record gives exit 1 and one
+    line, no crash (run under -DHC_UBSAN=ON too: rectangles at INT_MAX must not overflow)."""
+    rng = np.random.default_rng(8)
+    src = random_image(rng, 20, 30, 3, 8)
+    inp = os.path.join(TMP, "m.png")
+    save_png(src, inp)
+    d = os.path.join(TMP, "split_m")
+    hc("split", inp, d, "--scale", 2, "--tile", 16)
+    os.makedirs(os.path.join(d, "upscaled"))
+    for f in os.listdir(d):
+        if f.startswith("tile-"):
+            save_png(cv_resize(load_png(os.path.join(d, f)), 2), os.path.join(d, "upscaled", f))
+    man = os.path.join(d, "manifest.txt")
+    good = open(man).read().splitlines()
+    first = good.index("tiles %d" % (len(good) - 5)) + 1
+    big = 2147483647
+    bad_records = [f"0 {big} 0 2 2 0 0 4 4", f"0 0 {big} 2 2 0 0 4 4", f"0 0 0 {big} 2 0 0 4 4",
+                   f"0 -5 0 16 16 0 0 11 11", f"0 0 0 0 0 0 0 0 0", f"0 {big - 1} {big - 1} {big} {big} 0 0 4 4"]
+    out = os.path.join(TMP, "m_out.png")
+    for rec in bad_records:
+        lines = list(good)
+        lines[first] = rec
+        with open(man, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        p = hc("stitch", d, out, check=False)
+        err = p.stderr.strip().splitlines()
+        if (p.returncode != 1 or len(err) != 1 or not err[0].startswith("hc: ") or
+                "outside" not in err[0] or os.path.exists(out)):
+            fail(f"stitch with record {rec!r}: exit {p.returncode}, stderr {p.stderr!r}")
+        print(f"ok record {rec!r}: {p.stderr.strip()}")
+
+
 def peak_rss_kb(cmd):
     """Runs cmd under GNU time; returns (returncode, stderr without time's line, peak KB)."""
     p = subprocess.run(["/usr/bin/time", "-f", "HC_MAXRSS %M", *cmd], capture_output=True,
@@ -481,6 +514,7 @@ TESTS = {
     "split_stitch": t_split_stitch,
     "big_tile": t_big_tile,
     "too_many_tiles": t_too_many_tiles,
+    "stitch_bad_manifest": t_stitch_bad_manifest,
     "bad_input": t_bad_input,
     "usage": t_usage,
     "formats_and_meta": t_formats_and_meta,
