@@ -464,6 +464,14 @@ running_with_key_locked(struct hc_jobs *j, const struct job *self, const char *k
     return NULL;
 }
 
+static double
+now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static void
 job_run(struct hc_jobs *j, struct job *jb)
 {
@@ -474,6 +482,7 @@ job_run(struct hc_jobs *j, struct job *jb)
     struct hc_tc_entry e;
     struct hc_client *derived = NULL;
     int fd = -1, r;
+    double t0 = now_s(), t_run = t0, t_ran = t0;
 
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", j->data_dir, jb->rel) >= sizeof(path)) {
         snprintf(err, sizeof(err), "hcfs: path too long");
@@ -584,6 +593,7 @@ job_run(struct hc_jobs *j, struct job *jb)
             memcpy(tcb.key, key, sizeof(key));
             tcb.inner = be;
             tcb.inner_ctx = be_ctx;
+            tcb.tile_edge = j->cfg.tile;
             (void)hc_tcbackend_start(&tcb); /* without its thread it stores synchronously */
             tcb_on = 1;
             be = &hc_tcbackend;
@@ -595,12 +605,16 @@ job_run(struct hc_jobs *j, struct job *jb)
     pthread_mutex_unlock(&j->lock);
     fprintf(stderr, "info hcfs: job %s: upscaling (key %s)\n", jb->rel, key);
 
+    t_run = now_s();
     r = hc_upscale_file(fdpath, e.path, &o, be, be_ctx);
+    t_ran = now_s();
     if (tcb_on) {
+        double tf = 0;
         /* Failed: every tile that arrived must be on disk before hc_tc_fail, so the next
          * job resumes. Done: the cache drops the key's tiles at commit anyway. */
         hc_tcbackend_finish(&tcb, r < 0);
         tcb_on = 0;
+        (void)tf;
     }
     pthread_mutex_lock(&j->lock);
     j->st.tiles_from_cache += tcb.tiles_from_cache;
@@ -629,7 +643,11 @@ job_run(struct hc_jobs *j, struct job *jb)
     }
     hc_client_close(derived);
     close(fd);
-    fprintf(stderr, "info hcfs: job %s: done, %llu bytes\n", jb->rel, (unsigned long long)e.size);
+    fprintf(stderr, "info hcfs: job %s: done, %llu bytes in %.3f s (key and cache %.3f s, "
+            "pipeline %.3f s; tiles: %llu cached, %llu computed, %llu stored, %llu not)\n",
+            jb->rel, (unsigned long long)e.size, now_s() - t0, t_run - t0, t_ran - t_run,
+            (unsigned long long)tcb.tiles_from_cache, (unsigned long long)tcb.tiles_computed,
+            (unsigned long long)tcb.tiles_stored, (unsigned long long)tcb.tiles_dropped);
     job_finish(j, jb, 1, e.path, e.size, NULL);
     return;
 

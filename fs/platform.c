@@ -2,6 +2,8 @@
 #include "platform.h"
 
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <limits.h>
 #include <pwd.h>
 #include <stdio.h>
@@ -9,6 +11,9 @@
 #include <string.h>
 #include <unistd.h>
 #include <sys/xattr.h>
+#ifdef __APPLE__
+#include <pthread/qos.h>
+#endif
 #ifndef __APPLE__
 #include <linux/fs.h>
 #include <sys/syscall.h>
@@ -189,6 +194,17 @@ hc_platform_rename(const char *from, const char *to, unsigned int flags)
         return rename(from, to) < 0 ? -errno : 0;
     long r = syscall(SYS_renameat2, AT_FDCWD, from, AT_FDCWD, to, flags);
     return r < 0 ? -errno : 0;
+#endif
+}
+
+void
+hc_platform_background_thread(void)
+{
+#ifdef __APPLE__
+    (void)pthread_set_qos_class_self_np(QOS_CLASS_BACKGROUND, 0);
+#elif defined(SCHED_IDLE)
+    struct sched_param sp = {0};
+    (void)pthread_setschedparam(pthread_self(), SCHED_IDLE, &sp);
 #endif
 }
 

@@ -74,6 +74,10 @@ int hc_platform_removexattr(const char *path, const char *name);
  * system cannot honour a flag. Returns 0 or -errno. */
 int hc_platform_rename(const char *from, const char *to, unsigned int flags);
 
+/* Lowers the calling thread to "run only when a CPU is idle" (Linux SCHED_IDLE, macOS
+ * QOS_CLASS_BACKGROUND): for work a job never waits for. Best effort; no error. */
+void hc_platform_background_thread(void);
+
 /* Runs the FUSE loop with enough worker threads that `max_threads` readers may block in
  * open() at once without starving the mount (libfuse >= 3.12 caps workers at 10 by
  * default). Returns what fuse_loop_mt returned. */
