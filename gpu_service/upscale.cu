@@ -101,8 +101,10 @@ hpass(const T *row, int t0, int t1, int t2, int t3, const float w[4], const int 
  * horizontal pass of the staged source rows it needs, keeps the last four in registers, and
  * slides down the column emitting output rows, so every horizontal sum is computed once per
  * source row and the vertical pass reads registers, not shared memory. */
+/* Five or six blocks per multiprocessor: enough warps to hide the staging loads, and a
+ * 4K x2 grid then fills the last wave better. */
 template <typename T, int CN>
-__global__ void __launch_bounds__(256) bicubic_kernel(tile_args a)
+__global__ void __launch_bounds__(256, CN == 4 ? 5 : 6) bicubic_kernel(tile_args a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     T *s_src = (T *)smem;  /* the block's source pixels as they are (u8 or u16) */
