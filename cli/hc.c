@@ -38,7 +38,7 @@ static const char usage_text[] =
     "      format. Without --service the work runs in this process.\n"
     "  split IN DIR [--scale N] [--tile N]\n"
     "      write IN's padded source tiles and a manifest into DIR, to upscale elsewhere\n"
-    "      into DIR/upscaled/tile-NNNNN.png\n"
+    "      into DIR/upscaled/tile-NNNNN.png (an earlier tileset's files there are removed)\n"
     "  stitch DIR OUT [--quality Q]\n"
     "      put DIR/upscaled/ tiles back together into OUT\n"
     "  probe FILE...\n"

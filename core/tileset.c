@@ -1,12 +1,15 @@
 /* tileset.c: split into / stitch from a folder of tiles. */
 #include "tileset.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include "error.h"
 #include "stitch.h"
@@ -68,6 +71,46 @@ out:
     return res;
 }
 
+/* Removes the files an earlier split (and its upscaling) left in dir: tile-*.png, and
+ * upscaled/tile-*.png, meta.icc, meta.exif. A stale upscaled tile would otherwise be stitched
+ * into the new image when its geometry matches, and a stale profile attached to it. Only our
+ * own names are touched; the user's other files stay. */
+static int
+remove_old_tileset(const char *dir)
+{
+    static const char *const subdirs[] = {"", "/upscaled"};
+    char path[PATH_MAX];
+
+    for (size_t i = 0; i < sizeof(subdirs) / sizeof(subdirs[0]); i++) {
+        struct dirent *de;
+        DIR *d;
+
+        snprintf(path, sizeof(path), "%s%s", dir, subdirs[i]);
+        d = opendir(path);
+        if (!d) {
+            if (errno == ENOENT)
+                continue;
+            return hc_error(-errno, "split", "cannot read %s: %s", path, strerror(errno));
+        }
+        while ((de = readdir(d))) {
+            size_t n = strlen(de->d_name);
+
+            if (!(!strncmp(de->d_name, "tile-", 5) && n > 9 && !strcmp(de->d_name + n - 4, ".png")) &&
+                !(i == 0 && (!strcmp(de->d_name, "meta.icc") || !strcmp(de->d_name, "meta.exif"))))
+                continue;
+            if (unlinkat(dirfd(d), de->d_name, 0) && errno != ENOENT) {
+                int err = hc_error(-errno, "split", "cannot remove %s/%s: %s", path, de->d_name,
+                                   strerror(errno));
+
+                closedir(d);
+                return err;
+            }
+        }
+        closedir(d);
+    }
+    return 0;
+}
+
 int
 hc_tileset_split(const char *in, const char *dir, int scale, int tile, const struct hc_limits *lim)
 {
@@ -105,6 +148,9 @@ hc_tileset_split(const char *in, const char *dir, int scale, int tile, const str
         res = hc_error(-errno, "split", "cannot create %s: %s", dir, strerror(errno));
         goto out;
     }
+    res = remove_old_tileset(dir);
+    if (res)
+        goto out;
     snprintf(path, sizeof(path), "%s/manifest.txt", dir);
     man = fopen(path, "w");
     if (!man) {

@@ -1,7 +1,8 @@
 /* tileset.h: the three-step workflow's folder of tiles (`hc split`, `hc stitch`).
  *
  * `split` writes DIR/manifest.txt, DIR/tile-NNNNN.png (each tile's padded source rectangle,
- * lossless, same depth) and DIR/meta.icc / DIR/meta.exif when the input has them. Something
+ * lossless, same depth) and DIR/meta.icc / DIR/meta.exif when the input has them, after
+ * removing those of an earlier split there (and DIR/upscaled/tile-*.png). Something
  * else upscales every tile into DIR/upscaled/tile-NNNNN.png (any program: the whole padded
  * tile scaled by the factor, or exactly the tile's output rectangle). `stitch` crops each
  * upscaled tile to its output rectangle and streams the bands into the output file.

@@ -279,6 +279,40 @@ def t_split_stitch():
             fail(f"stitch with a missing tile: exit {p.returncode}, stderr {p.stderr!r}")
 
 
+def t_split_reuse_dir():
+    """split into a folder that holds an earlier tileset: nothing of the old one leaks into
+    the new stitch (its ICC profile, its upscaled tiles)."""
+    from PIL import ImageCms
+    rng = np.random.default_rng(12)
+    a, b = random_image(rng, 30, 40, 3, 8), random_image(rng, 30, 40, 3, 8)
+    ina, inb = os.path.join(TMP, "a.jpg"), os.path.join(TMP, "b.png")
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(a).save(ina, quality=95, icc_profile=icc)
+    save_png(b, inb)
+    d = os.path.join(TMP, "reuse")
+
+    def upscale_tiles():
+        os.makedirs(os.path.join(d, "upscaled"), exist_ok=True)
+        for f in os.listdir(d):
+            if f.startswith("tile-"):
+                save_png(cv_resize(load_png(os.path.join(d, f)), 2), os.path.join(d, "upscaled", f))
+
+    hc("split", ina, d, "--scale", 2, "--tile", 16)
+    upscale_tiles()
+    hc("stitch", d, os.path.join(TMP, "a_out.png"))
+    hc("split", inb, d, "--scale", 2, "--tile", 16)
+    out = os.path.join(TMP, "b_out.png")
+    p = hc("stitch", d, out, check=False)
+    if p.returncode != 1 or os.path.exists(out):
+        fail(f"stitch after a new split, before its tiles were upscaled: exit {p.returncode} "
+             "(the previous image's upscaled tiles were used)")
+    upscale_tiles()
+    hc("stitch", d, out)
+    if Image.open(out).info.get("icc_profile"):
+        fail("the new tileset's output carries the previous input's ICC profile")
+    compare(load_png(out), cv_resize(b, 2), 2, "split into a reused folder")
+
+
 def t_stitch_bad_manifest():
     """A manifest edited by hand or by a broken tool: every bad record gives exit 1 and one
     line, no crash (run under -DHC_UBSAN=ON too: rectangles at INT_MAX must not overflow)."""
@@ -521,6 +555,7 @@ TESTS = {
     "big_tile": t_big_tile,
     "too_many_tiles": t_too_many_tiles,
     "stitch_bad_manifest": t_stitch_bad_manifest,
+    "split_reuse_dir": t_split_reuse_dir,
     "bad_input": t_bad_input,
     "usage": t_usage,
     "formats_and_meta": t_formats_and_meta,
