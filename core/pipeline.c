@@ -226,14 +226,14 @@ local_worker(void *arg)
     return NULL;
 }
 
+/* Runs tiles[0..n) on nthreads threads (0: one per CPU), the caller's included. */
 static int
-local_run(void *ctx, const struct hc_job_geom *g, struct hc_tile *tiles, size_t n)
+local_run_n(int nthreads, const struct hc_job_geom *g, struct hc_tile *tiles, size_t n)
 {
     struct local_work lw = {.g = g, .tiles = tiles, .n = n};
     pthread_t th[64];
-    int nth = hc_cpu_count(), started = 0;
+    int nth = nthreads > 0 ? nthreads : hc_cpu_count(), started = 0;
 
-    (void)ctx;
     if (g->filter != HC_FILTER_BICUBIC)
         return hc_error(-ENOTSUP, "local", "filter %d is not built in", (int)g->filter);
     if (nth > 64)
@@ -257,7 +257,24 @@ local_run(void *ctx, const struct hc_job_geom *g, struct hc_tile *tiles, size_t 
     return 0;
 }
 
+static int
+local_run(void *ctx, const struct hc_job_geom *g, struct hc_tile *tiles, size_t n)
+{
+    (void)ctx;
+    return local_run_n(0, g, tiles, n);
+}
+
 const struct hc_tile_backend hc_backend_local = {"local", local_run};
+
+/* What hc_upscale_file uses without a backend: the local one bounded by the job's nthreads
+ * (ctx points at it), so --threads / hcfs's per-job threads hold for tiled jobs too. */
+static int
+local_run_opts(void *ctx, const struct hc_job_geom *g, struct hc_tile *tiles, size_t n)
+{
+    return local_run_n(*(const int *)ctx, g, tiles, n);
+}
+
+static const struct hc_tile_backend local_bounded = {"local", local_run_opts};
 
 /* ---- the job ----------------------------------------------------------------------------- */
 
@@ -460,7 +477,7 @@ hc_upscale_file(const char *in, const char *out, const struct hc_upscale_opts *o
 
     if (tile)
         res = run_tiled(r, &win, &q, &g, (int)dst_w, (int)dst_h, tile,
-                        be ? be : &hc_backend_local, be_ctx, o);
+                        be ? be : &local_bounded, be ? be_ctx : (void *)&o->nthreads, o);
     else
         res = run_untiled(r, &win, &q, &g, (int)dst_w, (int)dst_h, band_h, o);
     {

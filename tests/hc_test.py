@@ -244,6 +244,37 @@ def t_too_many_tiles():
         fail("upscale left a file at OUT")
 
 
+def t_threads():
+    """--threads N bounds the CPU threads of the in-process path, tiled or not: counted from
+    /proc while the job runs (the job's own thread and the writer thread, plus N - 1)."""
+    import time
+    if (os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self/task"):
+        print("skip: needs 2 CPUs and /proc (with one CPU there is nothing to bound)",
+              file=sys.stderr)
+        sys.exit(77)
+    rng = np.random.default_rng(31)
+    inp = os.path.join(TMP, "thr.png")
+    save_png(random_image(rng, 500, 700, 3, 8), inp)
+    for extra in ([], ["--tile", "64"]):
+        out = os.path.join(TMP, "thr_out.bmp")
+        p = subprocess.Popen([HC, "upscale", inp, out, "--scale", "4", "--threads", "1", "-q",
+                              *extra], stderr=subprocess.PIPE, text=True)
+        most = 0
+        while p.poll() is None:
+            try:
+                most = max(most, len(os.listdir(f"/proc/{p.pid}/task")))
+            except FileNotFoundError:
+                break
+            time.sleep(0.0005)
+        err = p.communicate()[1]
+        if p.returncode != 0:
+            fail(f"--threads 1 {extra}: exit {p.returncode}: {err.strip()}")
+        if most > 2:
+            fail(f"--threads 1 {' '.join(extra) or 'untiled'}: {most} threads seen (want at most "
+                 "2: the job's and the writer's)")
+        print(f"ok --threads 1 {' '.join(extra) or 'untiled'}: at most {most} threads")
+
+
 def t_split_stitch():
     """The three-step workflow: split here, upscale every tile elsewhere (OpenCV), stitch."""
     rng = np.random.default_rng(7)
@@ -556,6 +587,7 @@ TESTS = {
     "too_many_tiles": t_too_many_tiles,
     "stitch_bad_manifest": t_stitch_bad_manifest,
     "split_reuse_dir": t_split_reuse_dir,
+    "threads": t_threads,
     "bad_input": t_bad_input,
     "usage": t_usage,
     "formats_and_meta": t_formats_and_meta,
