@@ -54,6 +54,10 @@ struct hcfs {
 /* The FUSE operations; fuse_get_context()->private_data is the struct hcfs. */
 extern const struct fuse_operations hc_fs_ops;
 
+/* jobs' on_end callback (ctx: the struct hcfs): drops the kernel's cached attributes and
+ * pages of upscaled/<rel>. Called from job workers, never inside a FUSE request. */
+void hc_fs_job_ended(void *ctx, const char *rel);
+
 #ifdef __cplusplus
 }
 #endif

@@ -428,6 +428,8 @@ static void
 job_finish(struct hc_jobs *j, struct job *jb, int ok, const char *out_path, uint64_t size,
            const char *error)
 {
+    if (j->cfg.on_end)
+        j->cfg.on_end(j->cfg.on_end_ctx, jb->rel); /* rel never changes: no lock needed */
     pthread_mutex_lock(&j->lock);
     if (ok) {
         jb->state = HC_JOB_DONE;

@@ -45,6 +45,11 @@ struct hc_jobs_cfg {
     struct hc_limits limits;
     struct hc_client *client; /* NULL: in-process backend (kept, not owned) */
     int store_tiles;          /* with a client: keep tiles in the cache as they arrive */
+    /* Called from a worker when a job of rel ends (done or failed), before any waiting
+     * reader wakes: hcfs drops the kernel's cached attributes of upscaled/<rel> there, so
+     * the size a reader sees after open() is the output's. May be NULL. */
+    void (*on_end)(void *ctx, const char *rel);
+    void *on_end_ctx;
 };
 
 /* Starts the workers. Returns 0 and *out, or -errno with hc_last_error() set. */

@@ -316,6 +316,8 @@ start_parts(struct hcfs *fs)
         .nthreads = 0,
         .client = fs->client,
         .store_tiles = fs->store_tiles,
+        .on_end = hc_fs_job_ended,
+        .on_end_ctx = fs,
     };
     hc_limits_default(&jc.limits);
     return hc_jobs_start(&jc, &fs->jobs);

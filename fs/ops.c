@@ -1,11 +1,14 @@
 /* ops.c: the FUSE operations of hcfs (high-level API, paths).
  *
  * input/ is a passthrough of the data directory; upscaled/ is a read-only view whose files
- * are the outputs of jobs (jobs.h). Attribute and entry timeouts are 0 (set in init): sizes
- * of upscaled/ files change when their job ends, and input/ may be written behind our back,
- * so the kernel asks every time. That costs a getattr per stat, and buys "whatever a program
- * sees after open() is the exact file": fstat() on an open upscaled file answers from the
- * output's descriptor, and a read past the size the kernel remembers makes it ask again.
+ * are the outputs of jobs (jobs.h).
+ *
+ * Sizes: an upscaled/ file reports an estimate until its job is done. The kernel keeps
+ * attributes for 1 s (entry and attribute timeouts, set in init, as sshfs does), so when a
+ * job ends hcfs drops the kernel's cached attributes of its path (hc_fs_job_ended, called
+ * before any waiting open() returns): whatever a program sees after open() is the exact
+ * file. fstat() on an open upscaled file answers from the output's descriptor, and a read
+ * past the size the kernel remembers makes it ask again.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -588,6 +591,7 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
      * before; the first open of a new output drops them. */
     fi->keep_cache = keep ? 1 : 0;
     fi->direct_io = 0;
+    fi->noflush = 1; /* nothing to flush on a read-only file: one round trip less per close */
     return 0;
 }
 
@@ -937,9 +941,10 @@ static void *
 hc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
     struct hcfs *fs = fs_get();
-    /* See the top of this file for why every timeout is 0. */
-    cfg->attr_timeout = 0;
-    cfg->entry_timeout = 0;
+    /* See the top of this file: cached attributes are dropped when a job ends. No negative
+     * caching, so a file copied into input/ shows in upscaled/ at once. */
+    cfg->attr_timeout = 1.0;
+    cfg->entry_timeout = 1.0;
     cfg->negative_timeout = 0;
     cfg->hard_remove = 1; /* the backing file is unlinked at once; open handles keep fds */
     cfg->nullpath_ok = 1;
@@ -962,6 +967,17 @@ hc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     conn->max_write = 1u << 20;
     conn->max_readahead = conn->max_readahead > (1u << 20) ? conn->max_readahead : (1u << 20);
     return fs;
+}
+
+void
+hc_fs_job_ended(void *ctx, const char *rel)
+{
+    struct hcfs *fs = ctx;
+    char p[PATH_MAX];
+    if (!fs->fuse || (size_t)snprintf(p, sizeof(p), "/upscaled/%s", rel) >= sizeof(p))
+        return;
+    /* -ENOENT when the kernel never looked the path up: nothing cached, nothing to do. */
+    (void)fuse_invalidate_path(fs->fuse, p);
 }
 
 const struct fuse_operations hc_fs_ops = {
