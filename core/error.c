@@ -4,7 +4,9 @@
 #include <stdio.h>
 #include <string.h>
 
-static _Thread_local char last[512];
+#define ERROR_MAX 512
+
+static _Thread_local char last[ERROR_MAX];
 
 const char *
 hc_last_error(void)
@@ -12,14 +14,19 @@ hc_last_error(void)
     return last;
 }
 
+/* Messages are built in a local buffer and then copied: an argument may be hc_last_error()
+ * itself (wrapping a reason, keeping it across a cleanup), and formatting straight into the
+ * buffer being read would garble it. */
 int
 hc_verror(int err, const char *domain, const char *fmt, va_list ap)
 {
-    int n = snprintf(last, sizeof(last), "%s: ", domain ? domain : "hc");
+    char buf[ERROR_MAX];
+    int n = snprintf(buf, sizeof(buf), "%s: ", domain ? domain : "hc");
 
-    if (n < 0 || (size_t)n >= sizeof(last))
+    if (n < 0 || (size_t)n >= sizeof(buf))
         n = 0;
-    vsnprintf(last + n, sizeof(last) - (size_t)n, fmt, ap);
+    vsnprintf(buf + n, sizeof(buf) - (size_t)n, fmt, ap);
+    memcpy(last, buf, strlen(buf) + 1);
     return err;
 }
 
@@ -37,7 +44,8 @@ hc_error(int err, const char *domain, const char *fmt, ...)
 int
 hc_error_restore(int err, const char *msg)
 {
-    snprintf(last, sizeof(last), "%s", msg ? msg : "");
+    if (msg != last)
+        snprintf(last, sizeof(last), "%s", msg ? msg : "");
     return err;
 }
 

@@ -1,5 +1,6 @@
 /* test_tile: tile geometry against a brute force over the filter's taps, the tile grid's
  * coverage, and extract/paste of every SIMD level against the scalar kernel. */
+#include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,6 +8,7 @@
 
 #include "check.h"
 #include "cpu.h"
+#include "error.h"
 #include "tile.h"
 #include "tile_simd.h"
 
@@ -196,6 +198,20 @@ test_extract_paste(void)
     }
 }
 
+/* hc_error/hc_error_restore may be handed hc_last_error() itself, to wrap or keep a reason
+ * (core/error.h does not forbid it, and it is the natural way to write it). */
+static void
+test_error_nesting(void)
+{
+    hc_error(-EIO, "inner", "disk %d failed", 3);
+    HC_CHECK_EQ(hc_error(-EINVAL, "outer", "job failed: %s", hc_last_error()), -EINVAL);
+    HC_CHECK(strcmp(hc_last_error(), "outer: job failed: inner: disk 3 failed") == 0);
+    HC_CHECK_EQ(hc_error_restore(-EPERM, hc_last_error()), -EPERM);
+    HC_CHECK(strcmp(hc_last_error(), "outer: job failed: inner: disk 3 failed") == 0);
+    hc_error_clear();
+    HC_CHECK(hc_last_error()[0] == '\0');
+}
+
 int
 main(void)
 {
@@ -204,6 +220,7 @@ main(void)
     test_grid();
     test_copy_levels();
     test_extract_paste();
+    test_error_nesting();
     fprintf(stderr, "test_tile: ok\n");
     return 0;
 }
