@@ -25,13 +25,16 @@
 
 #include "error.h"
 
-#define BX 256 /* output columns per block: one per thread */
-/* Output rows per block: more rows share the block's fixed costs (staging, tables, the
- * first four horizontal rows); 16-bit stays at 32 so that x1 RGBA16 fits shared memory. */
-#define BY8 64
-#define BY16 32
+#ifndef HC_NC
+#define HC_NC 2 /* output columns per thread, 256 apart */
+#endif
+#define NC HC_NC
+#define BX (256 * NC) /* output columns per block */
+/* Output rows per block, at most: more rows share the block's fixed costs (staging, tables,
+ * the first four horizontal rows); the host halves it where the source rectangle would not
+ * fit in shared memory (x1, 16 bit). */
 #define BY_MAX 64
-#define SMEM_MAX (96 * 1024) /* dynamic shared memory a launch may use (worst: x1 RGBA16) */
+#define SMEM_MAX (96 * 1024) /* dynamic shared memory a launch may use */
 
 struct tile_args {
     const uint8_t *src; /* packed source window, src_w x src_h */
@@ -41,6 +44,7 @@ struct tile_args {
     int src_x, src_y, src_w, src_h;
     int out_x, out_y, out_w, out_h;
     long simd_end; /* output-row elements computed with OpenCV's SIMD (float) formulas */
+    int by;        /* output rows per block (<= BY_MAX) */
 };
 
 /* hc_bicubic_map() with 1.0 / scale computed once on the host (same IEEE value). */
@@ -97,27 +101,25 @@ hpass(const T *row, int t0, int t1, int t2, int t3, const float w[4], const int 
     }
 }
 
-/* One block: BX x BY output pixels. Each thread owns one output column: it computes the
- * horizontal pass of the staged source rows it needs, keeps the last four in registers, and
- * slides down the column emitting output rows, so every horizontal sum is computed once per
- * source row and the vertical pass reads registers, not shared memory. */
-/* Five or six blocks per multiprocessor: enough warps to hide the staging loads, and a
- * 4K x2 grid then fills the last wave better. */
+/* One block: BX x by output pixels. Each thread owns NC output columns (256 apart): for
+ * each it computes the horizontal pass of the staged source rows it needs, keeps the last
+ * four in registers, and slides down the column emitting output rows, so every horizontal
+ * sum is computed once per source row and the vertical pass reads registers, not shared
+ * memory. Several columns per thread share the row bookkeeping. */
 template <typename T, int CN>
-__global__ void __launch_bounds__(256, CN == 4 ? 5 : 6) bicubic_kernel(tile_args a)
+__global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
     T *s_src = (T *)smem;  /* the block's source pixels as they are (u8 or u16) */
-    constexpr int BY = sizeof(T) == 1 ? BY8 : BY16;
-    __shared__ int s_yi[BY];       /* tap base row (unclamped) of each output row */
-    __shared__ __align__(16) float s_yb[BY][4]; /* vertical float weights, SIMD formula */
-    __shared__ int s_yib[BY][4];   /* Q11 vertical weights (8-bit integer tail) */
+    __shared__ int s_yi[BY_MAX];       /* tap base row (unclamped) of each output row */
+    __shared__ __align__(16) float s_yb[BY_MAX][4]; /* vertical float weights, SIMD formula */
+    __shared__ int s_yib[BY_MAX][4];   /* Q11 vertical weights (8-bit integer tail) */
 
     const int tid = threadIdx.y * 16 + threadIdx.x;
     const int ox0 = a.out_x + blockIdx.x * BX; /* global output x of the block's column 0 */
-    const int oy0 = a.out_y + blockIdx.y * BY;
+    const int oy0 = a.out_y + blockIdx.y * a.by;
     const int bw = min(BX, a.out_x + a.out_w - ox0);
-    const int bh = min(BY, a.out_y + a.out_h - oy0);
+    const int bh = min(a.by, a.out_y + a.out_h - oy0);
     const bool u8 = sizeof(T) == 1;
 
     /* Source columns / rows the block needs: taps of its first and last output. */
@@ -169,108 +171,129 @@ __global__ void __launch_bounds__(256, CN == 4 ? 5 : 6) bicubic_kernel(tile_args
         }
     }
 
-    /* This thread's column: taps and weights. */
-    const int x = tid;
-    int t0 = 0, t1 = 0, t2 = 0, t3 = 0, ia[4] = {0, 0, 0, 0};
-    float w[4] = {0, 0, 0, 0};
-    if (x < bw) {
-        int ix;
-        float t, c[4];
-        map_pos(ox0 + x, a.inv_scale, &ix, &t);
-        coeffs(t, c);
-        t0 = (clampi(ix - 1, 0, a.image_w - 1) - cx0) * CN;
-        t1 = (clampi(ix, 0, a.image_w - 1) - cx0) * CN;
-        t2 = (clampi(ix + 1, 0, a.image_w - 1) - cx0) * CN;
-        t3 = (clampi(ix + 2, 0, a.image_w - 1) - cx0) * CN;
+    /* This thread's columns: taps and weights. A column past the block's edge keeps taps
+     * 0 (valid reads) and is never stored. */
+    int tp[NC][4], ia[NC][4];
+    float w[NC][4];
+    bool has[NC], all_simd[NC];
+#pragma unroll
+    for (int j = 0; j < NC; j++) {
+        const int x = tid + 256 * j;
+        has[j] = x < bw;
+        all_simd[j] = (long)(ox0 + x) * CN + CN <= a.simd_end; /* OpenCV's SIMD region */
         for (int k = 0; k < 4; k++) {
-            ia[k] = q11(c[k]);
-            w[k] = c[k];
+            tp[j][k] = 0;
+            ia[j][k] = 0;
+            w[j][k] = 0.0f;
+        }
+        if (has[j]) {
+            int ix;
+            float t, c[4];
+            map_pos(ox0 + x, a.inv_scale, &ix, &t);
+            coeffs(t, c);
+            for (int k = 0; k < 4; k++) {
+                tp[j][k] = (clampi(ix - 1 + k, 0, a.image_w - 1) - cx0) * CN;
+                ia[j][k] = q11(c[k]);
+                w[j][k] = c[k];
+            }
         }
     }
     __syncthreads();
-    if (x >= bw)
+    if (!has[0])
         return; /* no barrier after this point */
 
     /* h of virtual (unclamped) source rows iy-1 .. iy+2 of the current output row */
-    float h0[CN], h1[CN], h2[CN], h3[CN];
+    float h[NC][4][CN];
     int iy = s_yi[0];
-#define HROW(v, h)                                                                             \
-    hpass<T, CN>(s_src + (clampi((v), 0, a.image_h - 1) - ry0) * srowe, t0, t1, t2, t3, w, ia, h)
-    HROW(iy - 1, h0);
-    HROW(iy, h1);
-    HROW(iy + 1, h2);
-    HROW(iy + 2, h3);
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+        const T *row = s_src + (clampi(iy - 1 + k, 0, a.image_h - 1) - ry0) * srowe;
+#pragma unroll
+        for (int j = 0; j < NC; j++)
+            hpass<T, CN>(row, tp[j][0], tp[j][1], tp[j][2], tp[j][3], w[j], ia[j], h[j][k]);
+    }
 
-    T *d = (T *)a.dst + (size_t)(oy0 - a.out_y) * a.out_w * CN + (size_t)(ox0 + x - a.out_x) * CN;
+    T *d = (T *)a.dst + (size_t)(oy0 - a.out_y) * a.out_w * CN + (size_t)(ox0 + tid - a.out_x) * CN;
     const size_t dstride = (size_t)a.out_w * CN;
-    const long ge0 = (long)(ox0 + x) * CN;
-    const bool all_simd = ge0 + CN <= a.simd_end; /* all channels in OpenCV's SIMD region */
     for (int o = 0; o < bh; o++, d += dstride) {
         /* the tap base moves down by at most one row per output row (scale >= 1); the same
          * for every thread of the block, so this branch never diverges */
         const int ny = s_yi[o];
         while (iy < ny) {
-#pragma unroll
-            for (int c = 0; c < CN; c++) {
-                h0[c] = h1[c];
-                h1[c] = h2[c];
-                h2[c] = h3[c];
-            }
             iy++;
-            HROW(iy + 2, h3);
+            const T *row = s_src + (clampi(iy + 2, 0, a.image_h - 1) - ry0) * srowe;
+#pragma unroll
+            for (int j = 0; j < NC; j++) {
+#pragma unroll
+                for (int c = 0; c < CN; c++) {
+                    h[j][0][c] = h[j][1][c];
+                    h[j][1][c] = h[j][2][c];
+                    h[j][2][c] = h[j][3][c];
+                }
+                hpass<T, CN>(row, tp[j][0], tp[j][1], tp[j][2], tp[j][3], w[j], ia[j], h[j][3]);
+            }
         }
         const float4 bv = *(const float4 *)s_yb[o];
-        unsigned out[CN];
-        if (all_simd) {
-            /* the common case, decided once per thread: OpenCV's SIMD formula for every
-             * channel. cvt to unsigned saturates at 0 like the CPU's clamp. */
 #pragma unroll
-            for (int c = 0; c < CN; c++) {
-                float acc = h3[c] * bv.w;
-                acc = h2[c] * bv.z + acc;
-                acc = h1[c] * bv.y + acc;
-                acc = h0[c] * bv.x + acc;
-                out[c] = min(__float2uint_rn(acc), u8 ? 255u : 65535u);
-            }
-        } else {
+        for (int j = 0; j < NC; j++) {
+            if (j > 0 && !has[j])
+                break;
+            const float *h0 = h[j][0], *h1 = h[j][1], *h2 = h[j][2], *h3 = h[j][3];
+            unsigned out[CN];
+            if (all_simd[j]) {
+                /* the common case: OpenCV's SIMD formula for every channel. cvt to
+                 * unsigned saturates at 0 like the CPU's clamp. */
 #pragma unroll
-            for (int c = 0; c < CN; c++) {
-                int r;
-                if (ge0 + c < a.simd_end) {
+                for (int c = 0; c < CN; c++) {
                     float acc = h3[c] * bv.w;
                     acc = h2[c] * bv.z + acc;
                     acc = h1[c] * bv.y + acc;
                     acc = h0[c] * bv.x + acc;
-                    r = __float2int_rn(acc);
-                } else if (u8) {
-                    int sum = (int)h0[c] * s_yib[o][0] + (int)h1[c] * s_yib[o][1] +
-                              (int)h2[c] * s_yib[o][2] + (int)h3[c] * s_yib[o][3];
-                    r = (sum + (1 << 21)) >> 22;
-                } else {
-                    float acc = h0[c] * bv.x;
-                    acc = acc + h1[c] * bv.y;
-                    acc = acc + h2[c] * bv.z;
-                    acc = acc + h3[c] * bv.w;
-                    r = __float2int_rn(acc);
+                    out[c] = min(__float2uint_rn(acc), u8 ? 255u : 65535u);
                 }
-                out[c] = (unsigned)clampi(r, 0, u8 ? 255 : 65535);
+            } else {
+                const long ge0 = (long)(ox0 + tid + 256 * j) * CN;
+#pragma unroll
+                for (int c = 0; c < CN; c++) {
+                    int r;
+                    if (ge0 + c < a.simd_end) {
+                        float acc = h3[c] * bv.w;
+                        acc = h2[c] * bv.z + acc;
+                        acc = h1[c] * bv.y + acc;
+                        acc = h0[c] * bv.x + acc;
+                        r = __float2int_rn(acc);
+                    } else if (u8) {
+                        int sum = (int)h0[c] * s_yib[o][0] + (int)h1[c] * s_yib[o][1] +
+                                  (int)h2[c] * s_yib[o][2] + (int)h3[c] * s_yib[o][3];
+                        r = (sum + (1 << 21)) >> 22;
+                    } else {
+                        float acc = h0[c] * bv.x;
+                        acc = acc + h1[c] * bv.y;
+                        acc = acc + h2[c] * bv.z;
+                        acc = acc + h3[c] * bv.w;
+                        r = __float2int_rn(acc);
+                    }
+                    out[c] = (unsigned)clampi(r, 0, u8 ? 255 : 65535);
+                }
+            }
+            /* one store per pixel where its size allows (buffers and rows are aligned) */
+            T *dj = d + 256 * j * CN;
+            if (sizeof(T) * CN == 4) {
+                *(unsigned *)dj = u8 ? (out[0] | out[1 % CN] << 8 | out[2 % CN] << 16 |
+                                        out[3 % CN] << 24)
+                                     : (out[0] | out[1 % CN] << 16);
+            } else if (sizeof(T) * CN == 8) {
+                *(uint2 *)dj =
+                    make_uint2(out[0] | out[1 % CN] << 16, out[2 % CN] | out[3 % CN] << 16);
+            } else if (sizeof(T) * CN == 2) {
+                *(unsigned short *)dj = (unsigned short)(u8 ? (out[0] | out[1 % CN] << 8) : out[0]);
+            } else {
+#pragma unroll
+                for (int c = 0; c < CN; c++)
+                    dj[c] = (T)out[c];
             }
         }
-        /* one store per pixel where its size allows (buffers and rows are aligned then) */
-        if (sizeof(T) * CN == 4) {
-            *(unsigned *)d = u8 ? (out[0] | out[1 % CN] << 8 | out[2 % CN] << 16 | out[3 % CN] << 24)
-                                : (out[0] | out[1 % CN] << 16);
-        } else if (sizeof(T) * CN == 8) {
-            *(uint2 *)d = make_uint2(out[0] | out[1 % CN] << 16, out[2 % CN] | out[3 % CN] << 16);
-        } else if (sizeof(T) * CN == 2) {
-            *(unsigned short *)d = (unsigned short)(u8 ? (out[0] | out[1 % CN] << 8) : out[0]);
-        } else {
-#pragma unroll
-            for (int c = 0; c < CN; c++)
-                d[c] = (T)out[c];
-        }
     }
-#undef HROW
 }
 
 /* ---- host side ---------------------------------------------------------------------- */
@@ -302,13 +325,22 @@ struct hc_cuda {
     pthread_cond_t freed;
 };
 
-/* Shared memory of one block: the source rectangle of BX x BY outputs at this scale. */
+/* Shared memory of one block: the source rectangle of BX x by outputs at this scale. */
 static size_t
-smem_bytes(int scale, int channels, int depth)
+smem_bytes(int scale, int channels, int depth, int by)
 {
-    const int by = depth == 8 ? BY8 : BY16;
     size_t w = (size_t)((BX - 1) / scale + 5), h = (size_t)((by - 1) / scale + 5);
     return w * h * (size_t)channels * (size_t)(depth / 8);
+}
+
+/* Rows per block: BY_MAX, halved until the block's source rectangle fits. */
+static int
+rows_per_block(int scale, int channels, int depth)
+{
+    int by = BY_MAX;
+    while (by > 8 && smem_bytes(scale, channels, depth, by) > SMEM_MAX)
+        by /= 2;
+    return by;
 }
 
 /* Lets every instantiation use more than the default 48 KB of dynamic shared memory. */
@@ -350,10 +382,10 @@ launch(const struct hc_wire_tile *t, const uint8_t *d_src, uint8_t *d_dst, cudaS
     a.out_w = t->out.w;
     a.out_h = t->out.h;
     a.simd_end = (long)t->image_w * t->scale * t->channels / 8 * 8;
-    const int by = t->depth == 8 ? BY8 : BY16;
+    a.by = rows_per_block(t->scale, t->channels, t->depth);
     dim3 block(16, 16), grid((unsigned)((t->out.w + BX - 1) / BX),
-                             (unsigned)((t->out.h + by - 1) / by));
-    const size_t smem = smem_bytes(t->scale, t->channels, t->depth);
+                             (unsigned)((t->out.h + a.by - 1) / a.by));
+    const size_t smem = smem_bytes(t->scale, t->channels, t->depth, a.by);
 #define LAUNCH(T, C) bicubic_kernel<T, C><<<grid, block, smem, st>>>(a)
     switch (t->channels * 100 + t->depth) {
     case 108: LAUNCH(uint8_t, 1); break;
