@@ -82,15 +82,22 @@ hc_bc_sat16(long v)
     return (uint16_t)(v < 0 ? 0 : v > 65535 ? 65535 : v);
 }
 
-/* The float-region value of one 8-bit output element (see above). */
-static inline uint8_t
-hc_bc_v8_float(float h0, float h1, float h2, float h3, const float b[4])
+/* OpenCV's SIMD-region vertical sum, h0*b0 + (h1*b1 + (h2*b2 + h3*b3)), every step
+ * rounded to float: one definition for 8 and 16 bit, so the two cannot drift apart. */
+static inline float
+hc_bc_vsum_simd(float h0, float h1, float h2, float h3, const float b[4])
 {
     float acc = h3 * b[3];
     acc = h2 * b[2] + acc;
     acc = h1 * b[1] + acc;
-    acc = h0 * b[0] + acc;
-    return hc_bc_sat8(lrintf(acc));
+    return h0 * b[0] + acc;
+}
+
+/* The float-region value of one 8-bit output element (see above). */
+static inline uint8_t
+hc_bc_v8_float(float h0, float h1, float h2, float h3, const float b[4])
+{
+    return hc_bc_sat8(lrintf(hc_bc_vsum_simd(h0, h1, h2, h3, b)));
 }
 
 /* The integer-tail value of one 8-bit output element. */
@@ -104,11 +111,7 @@ hc_bc_v8_int(int32_t h0, int32_t h1, int32_t h2, int32_t h3, const int16_t ib[4]
 static inline uint16_t
 hc_bc_v16_simd(float h0, float h1, float h2, float h3, const float b[4])
 {
-    float acc = h3 * b[3];
-    acc = h2 * b[2] + acc;
-    acc = h1 * b[1] + acc;
-    acc = h0 * b[0] + acc;
-    return hc_bc_sat16(lrintf(acc));
+    return hc_bc_sat16(lrintf(hc_bc_vsum_simd(h0, h1, h2, h3, b)));
 }
 
 static inline uint16_t
