@@ -591,7 +591,9 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
      * before; the first open of a new output drops them. */
     fi->keep_cache = keep ? 1 : 0;
     fi->direct_io = 0;
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 11)
     fi->noflush = 1; /* nothing to flush on a read-only file: one round trip less per close */
+#endif
     return 0;
 }
 
