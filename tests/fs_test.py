@@ -271,6 +271,33 @@ def case_evicted():
     check(m.unmount() == 0, "clean exit")
 
 
+def case_versions():
+    """A job queued (prefetch) for an old version of a file never publishes output for the
+    new one: overwrite a file while its job waits in the queue, read it, get the new
+    version's output."""
+    w = tmpdir("versions")
+    blocker = big_input(w)
+    v1 = make_image(os.path.join(w, "v1.png"), 200, 150, 61)
+    v2 = make_image(os.path.join(w, "v2.png"), 190, 140, 62)
+    ref2 = hc_upscale(v2, os.path.join(w, "ref2.png"))
+    m = Mount(w, "jobs=1,scale=2")  # prefetch on, one worker
+    subprocess.run(["cp", blocker, os.path.join(m.input, "big.png")], check=True)
+    m.wait_state("big.png", ("running",), 30)  # the only worker is busy
+    subprocess.run(["cp", v1, os.path.join(m.input, "x.png")], check=True)
+    time.sleep(0.2)
+    check(m.state("x.png") == "pending", "v1 queued: %s" % m.state("x.png"))
+    subprocess.run(["cp", v2, os.path.join(m.input, "x.png")], check=True)  # in place
+    rc, data, err = read_with_timeout(os.path.join(m.up, "x.png"), 120)
+    check(rc == 0 and data == ref2, "read after overwrite: rc %d, %d bytes vs %d %s" %
+          (rc, len(data), len(ref2), err))
+    check(os.stat(os.path.join(m.up, "x.png")).st_size == len(ref2), "size of the new output")
+    m.wait_state("big.png", ("done",), 120)
+    s = m.stat()
+    # big.png and x.png (v2) ran; v1's queued job was dropped when v2 replaced it
+    check(s["jobs_run"] == 2, "runs: %s" % s)
+    check(m.unmount() == 0, "clean exit")
+
+
 def png_chunk(t, d):
     return struct.pack(">I", len(d)) + t + d + struct.pack(">I", zlib.crc32(t + d) & 0xffffffff)
 
@@ -685,6 +712,7 @@ CASES = {
     "evicted": case_evicted,
     "bad_files": case_bad_files,
     "finder": case_finder,
+    "versions": case_versions,
     "kill9": case_kill9,
     "signals": case_signals,
     "svc_readers": case_svc_readers,
