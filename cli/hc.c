@@ -35,7 +35,7 @@ static const char usage_text[] =
     "                 [--service URL[,URL...]] [--token-file F] [--threads N]\n"
     "                 [--max-pixels N] [--quiet]\n"
     "      upscale IN into OUT; OUT's extension (.png .jpg .jpeg .bmp .tga) picks the\n"
-    "      format. Without --service the work runs in this process.\n"
+    "      format (others are refused). Without --service the work runs in this process.\n"
     "  split IN DIR [--scale N] [--tile N]\n"
     "      write IN's padded source tiles and a manifest into DIR, to upscale elsewhere\n"
     "      into DIR/upscaled/tile-NNNNN.png (an earlier tileset's files there are removed)\n"
@@ -94,6 +94,17 @@ parse_num(const char *s, long long lo, long long hi)
     if (errno || end == s || *end || v < lo || v > hi)
         return -1;
     return v;
+}
+
+/* OUT's extension names the output format; one we cannot write is a usage error (as in
+ * cv2.imwrite and vips), rather than writing another format under that name. */
+static int
+check_out_name(const char *out)
+{
+    if (hc_format_from_path(out) == HC_FORMAT_UNKNOWN)
+        return usage_error("OUT must end in .png, .jpg, .jpeg, .bmp or .tga (the output "
+                           "format), not '%s'", out);
+    return 0;
 }
 
 /* ---- progress bar (terminal only) ---- */
@@ -263,6 +274,8 @@ cmd_upscale(int argc, char **argv)
     out = argv[optind + 1];
     if (!strcmp(in, out))
         return usage_error("%s", "IN and OUT must differ");
+    if ((res = check_out_name(out)))
+        return res;
 
     prog.on = !a.quiet && isatty(STDERR_FILENO);
     prog.last_pct = -1;
@@ -345,6 +358,8 @@ cmd_stitch(int argc, char **argv)
         return res;
     if (argc - optind != 2)
         return usage_error("%s", "stitch needs DIR and OUT");
+    if ((res = check_out_name(argv[optind + 1])))
+        return res;
     if (hc_tileset_stitch(argv[optind], argv[optind + 1], &a.up.writer))
         return fail_on(argv[optind]);
     return 0;

@@ -445,7 +445,11 @@ def t_usage():
     for args in (["upscale"], ["upscale", "a.png"], ["upscale", "a.png", "b.png", "--scale", "0"],
                  ["upscale", "a.png", "b.png", "--scale", "9"], ["upscale", "a", "b", "--bogus"],
                  ["frobnicate"], [], ["upscale", "a", "b", "--filter", "lanczos"],
-                 ["upscale", "a", "b", "--quality", "101"]):
+                 ["upscale", "a", "b", "--quality", "101"],
+                 # OUT's extension is the output format: one we cannot write is refused (as
+                 # cv2.imwrite and vips do), never written as some other format.
+                 ["upscale", "a.png", "b.gif"], ["upscale", "a.png", "b"],
+                 ["upscale", "a.png", "b.webp"], ["stitch", "d", "o.tiff"]):
         p = hc(*args, check=False)
         if p.returncode != 2:
             fail(f"hc {args}: exit {p.returncode}, expected 2")
