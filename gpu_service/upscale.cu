@@ -33,7 +33,10 @@
 /* Output rows per block, at most: more rows share the block's fixed costs (staging, tables,
  * the first four horizontal rows); the host halves it where the source rectangle would not
  * fit in shared memory (x1, 16 bit). */
-#define BY_MAX 64
+#ifndef HC_BY_MAX
+#define HC_BY_MAX 64
+#endif
+#define BY_MAX HC_BY_MAX
 #define SMEM_MAX (96 * 1024) /* dynamic shared memory a launch may use */
 
 struct tile_args {
