@@ -26,6 +26,9 @@
 
 #define EXIT_BAD_INPUT 1
 #define EXIT_USAGE 2
+#define MAX_SERVICE_URLS 16
+#define STR_(x) #x
+#define STR(x) STR_(x)
 
 static const char usage_text[] =
     "usage: hc <command> [options]\n"
@@ -289,14 +292,21 @@ cmd_upscale(int argc, char **argv)
 #ifdef HC_HAVE_CLIENT
         struct hc_client_opts co;
         struct hc_client *cl = NULL;
-        const char *urls[16];
+        const char *urls[MAX_SERVICE_URLS];
         char *list = strdup(a.service), *save = NULL, *tok, *token = NULL;
         size_t n = 0;
 
-        if (!list)
-            return fail();
-        for (tok = strtok_r(list, ",", &save); tok && n < 16; tok = strtok_r(NULL, ",", &save))
+        if (!list) {
+            fprintf(stderr, "hc: out of memory\n");
+            return EXIT_BAD_INPUT;
+        }
+        for (tok = strtok_r(list, ",", &save); tok; tok = strtok_r(NULL, ",", &save)) {
+            if (n == MAX_SERVICE_URLS) {
+                free(list);
+                return usage_error("--service takes at most %s URLs", STR(MAX_SERVICE_URLS));
+            }
             urls[n++] = tok;
+        }
         if (!n) {
             free(list);
             return usage_error("%s", "--service needs at least one URL");

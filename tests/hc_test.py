@@ -449,7 +449,10 @@ def t_usage():
                  # OUT's extension is the output format: one we cannot write is refused (as
                  # cv2.imwrite and vips do), never written as some other format.
                  ["upscale", "a.png", "b.gif"], ["upscale", "a.png", "b"],
-                 ["upscale", "a.png", "b.webp"], ["stitch", "d", "o.tiff"]):
+                 ["upscale", "a.png", "b.webp"], ["stitch", "d", "o.tiff"],
+                 # more service URLs than hc keeps: refused, not silently cut
+                 ["upscale", "a.png", "b.png", "--service",
+                  ",".join(f"http://127.0.0.1:{9000 + i}" for i in range(17))]):
         p = hc(*args, check=False)
         if p.returncode != 2:
             fail(f"hc {args}: exit {p.returncode}, expected 2")
