@@ -471,10 +471,13 @@ hc_tc_evict(struct hc_tc *tc)
         int victim = 0;
         pthread_mutex_lock(&tc->mu);
         if (tc_over(tc)) {
+            int found;
+
             err = hc_tc_index_oldest(tc->ix, &r);
-            if (err == 0)
+            found = err == 0; /* r is only filled in then */
+            if (found)
                 err = hc_tc_index_delete(tc->ix, r.key);
-            if (err == -ENOSPC) {
+            if (found && err == -ENOSPC) {
                 /* The disk is so full that SQLite cannot log the delete. Free the files
                  * first and try again with the space they gave back. Should that fail too,
                  * the row stays DONE with no file, which lookup and open treat as gone; its
