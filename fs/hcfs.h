@@ -26,7 +26,7 @@ extern "C" {
 
 struct hcfs {
     /* Options (main.c fills them; see fs/README.md). */
-    char *service;    /* comma-separated URLs, NULL: in-process */
+    char *service; /* comma-separated URLs, NULL: in-process */
     char *token_file;
     char *data_opt, *cache_opt;
     char *filter_name;

@@ -48,9 +48,9 @@ struct job {
     struct sig sig;
     enum hc_job_state state;
     int in_table, queued;
-    int refs;     /* table + queue/worker + waiting readers */
+    int refs; /* table + queue/worker + waiting readers */
     int waiters;
-    int opened;   /* its output was handed to a reader before */
+    int opened; /* its output was handed to a reader before */
     volatile int cancel;
     int has_key;
     char key[HC_TC_KEY_LEN + 1];
@@ -111,11 +111,16 @@ const char *
 hc_job_state_name(enum hc_job_state s)
 {
     switch (s) {
-    case HC_JOB_QUEUED: return "pending";
-    case HC_JOB_RUNNING: return "running";
-    case HC_JOB_DONE: return "done";
-    case HC_JOB_FAILED: return "failed";
-    default: return "none";
+    case HC_JOB_QUEUED:
+        return "pending";
+    case HC_JOB_RUNNING:
+        return "running";
+    case HC_JOB_DONE:
+        return "done";
+    case HC_JOB_FAILED:
+        return "failed";
+    default:
+        return "none";
     }
 }
 
@@ -384,8 +389,7 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
 }
 
 void
-hc_jobs_status(struct hc_jobs *j, const char *rel, const struct stat *st,
-               struct hc_job_status *s)
+hc_jobs_status(struct hc_jobs *j, const char *rel, const struct stat *st, struct hc_job_status *s)
 {
     struct sig sg;
     sig_of(st, &sg);
@@ -645,7 +649,8 @@ job_run(struct hc_jobs *j, struct job *jb)
     }
     hc_client_close(derived);
     close(fd);
-    fprintf(stderr, "info hcfs: job %s: done, %llu bytes in %.3f s (key and cache %.3f s, "
+    fprintf(stderr,
+            "info hcfs: job %s: done, %llu bytes in %.3f s (key and cache %.3f s, "
             "pipeline %.3f s; tiles: %llu cached, %llu computed, %llu stored, %llu not)\n",
             jb->rel, (unsigned long long)e.size, now_s() - t0, t_run - t0, t_ran - t_run,
             (unsigned long long)tcb.tiles_from_cache, (unsigned long long)tcb.tiles_computed,

@@ -34,14 +34,14 @@ extern "C" {
 struct hc_jobs;
 
 struct hc_jobs_cfg {
-    struct hc_tc *tc;         /* the cache (kept, not owned) */
-    const char *data_dir;     /* absolute path of input/'s backing directory (copied) */
-    int scale;                /* 1..HC_MAX_SCALE */
+    struct hc_tc *tc;     /* the cache (kept, not owned) */
+    const char *data_dir; /* absolute path of input/'s backing directory (copied) */
+    int scale;            /* 1..HC_MAX_SCALE */
     enum hc_filter filter;
-    int quality;              /* JPEG quality 1..100 */
-    int tile;                 /* output tile edge passed to the pipeline (0: its default) */
-    int nworkers;             /* jobs running at once, >= 1 */
-    int nthreads;             /* threads of one in-process job (0: all CPUs) */
+    int quality;  /* JPEG quality 1..100 */
+    int tile;     /* output tile edge passed to the pipeline (0: its default) */
+    int nworkers; /* jobs running at once, >= 1 */
+    int nthreads; /* threads of one in-process job (0: all CPUs) */
     struct hc_limits limits;
     struct hc_client *client; /* NULL: in-process backend (kept, not owned) */
     int store_tiles;          /* with a client: keep tiles in the cache as they arrive */

@@ -23,7 +23,10 @@
 #include "cpu.h"
 #include "error.h"
 
-#define OPT(t, p, v) {t, offsetof(struct hcfs, p), v}
+#define OPT(t, p, v)                                                                               \
+    {                                                                                              \
+        t, offsetof(struct hcfs, p), v                                                             \
+    }
 
 enum { KEY_HELP, KEY_VERSION, KEY_PREFETCH, KEY_NOPREFETCH };
 
@@ -60,34 +63,35 @@ usage(const char *prog)
 {
     char ddata[PATH_MAX] = "(none: no home directory)", dcache[PATH_MAX] = "(none)";
     (void)hc_platform_default_dirs(ddata, sizeof(ddata), dcache, sizeof(dcache));
-    printf("usage: %s MOUNTPOINT [-f] [-d] [-o OPTION[,OPTION...]]\n"
-           "\n"
-           "Mounts HybridCompute: copy images into MOUNTPOINT/input/, read them upscaled from\n"
-           "MOUNTPOINT/upscaled/<same name>. See fs/README.md.\n"
-           "\n"
-           "hcfs options:\n"
-           "    -o service=URL[,URL...]  hc-gpu-service base URLs (round-robin, failover);\n"
-           "                             without it, upscaling runs in this process\n"
-           "    -o token_file=FILE       bearer token for the service (first line)\n"
-           "    -o data=DIR              where input/ is stored (default %s)\n"
-           "    -o cache=DIR             upscaled outputs and tiles (default %s)\n"
-           "    -o scale=N               upscaling factor 1..%d (default 2)\n"
-           "    -o filter=bicubic        filter (default bicubic)\n"
-           "    -o quality=Q             JPEG quality 1..100 (default 95)\n"
-           "    -o tile=N                output tile edge (default 256 with a service, bands\n"
-           "                             in process)\n"
-           "    -o jobs=N                jobs running at once (default 4)\n"
-           "    -o cache_max=SIZE        cache size bound, e.g. 500M, 20G (default none)\n"
-           "    -o cache_min_free=SIZE   keep this much disk free (default 1G)\n"
-           "    -o timeout=SECONDS       per request attempt to the service (default 60)\n"
-           "    -o retries=N             extra attempts per request (default 3)\n"
-           "    -o prefetch|noprefetch   queue a job when a file in input/ is written (default on)\n"
-           "    -o exact_size            stat of upscaled/ files waits for their job (exact size)\n"
-           "    -o nostore_tiles         do not keep a service's tiles for resuming failed jobs\n"
-           "    -V, --version            print the version\n"
-           "\n"
-           "FUSE options:\n",
-           prog, ddata, dcache, HC_MAX_SCALE);
+    printf(
+        "usage: %s MOUNTPOINT [-f] [-d] [-o OPTION[,OPTION...]]\n"
+        "\n"
+        "Mounts HybridCompute: copy images into MOUNTPOINT/input/, read them upscaled from\n"
+        "MOUNTPOINT/upscaled/<same name>. See fs/README.md.\n"
+        "\n"
+        "hcfs options:\n"
+        "    -o service=URL[,URL...]  hc-gpu-service base URLs (round-robin, failover);\n"
+        "                             without it, upscaling runs in this process\n"
+        "    -o token_file=FILE       bearer token for the service (first line)\n"
+        "    -o data=DIR              where input/ is stored (default %s)\n"
+        "    -o cache=DIR             upscaled outputs and tiles (default %s)\n"
+        "    -o scale=N               upscaling factor 1..%d (default 2)\n"
+        "    -o filter=bicubic        filter (default bicubic)\n"
+        "    -o quality=Q             JPEG quality 1..100 (default 95)\n"
+        "    -o tile=N                output tile edge (default 256 with a service, bands\n"
+        "                             in process)\n"
+        "    -o jobs=N                jobs running at once (default 4)\n"
+        "    -o cache_max=SIZE        cache size bound, e.g. 500M, 20G (default none)\n"
+        "    -o cache_min_free=SIZE   keep this much disk free (default 1G)\n"
+        "    -o timeout=SECONDS       per request attempt to the service (default 60)\n"
+        "    -o retries=N             extra attempts per request (default 3)\n"
+        "    -o prefetch|noprefetch   queue a job when a file in input/ is written (default on)\n"
+        "    -o exact_size            stat of upscaled/ files waits for their job (exact size)\n"
+        "    -o nostore_tiles         do not keep a service's tiles for resuming failed jobs\n"
+        "    -V, --version            print the version\n"
+        "\n"
+        "FUSE options:\n",
+        prog, ddata, dcache, HC_MAX_SCALE);
     fuse_cmdline_help();
     fuse_lib_help(NULL);
 }
@@ -140,11 +144,28 @@ parse_size(const char *s, uint64_t *out)
         return -EINVAL;
     uint64_t mul = 1;
     switch (*end) {
-    case 'k': case 'K': mul = 1ull << 10; end++; break;
-    case 'm': case 'M': mul = 1ull << 20; end++; break;
-    case 'g': case 'G': mul = 1ull << 30; end++; break;
-    case 't': case 'T': mul = 1ull << 40; end++; break;
-    default: break;
+    case 'k':
+    case 'K':
+        mul = 1ull << 10;
+        end++;
+        break;
+    case 'm':
+    case 'M':
+        mul = 1ull << 20;
+        end++;
+        break;
+    case 'g':
+    case 'G':
+        mul = 1ull << 30;
+        end++;
+        break;
+    case 't':
+    case 'T':
+        mul = 1ull << 40;
+        end++;
+        break;
+    default:
+        break;
     }
     if (*end == 'B' || *end == 'b' || *end == 'i')
         end += (*end == 'i' && (end[1] == 'B' || end[1] == 'b')) ? 2 : 1;
@@ -255,16 +276,14 @@ check_options(struct hcfs *fs)
     if (fs->timeout_s < 0 || fs->timeout_s > 86400)
         return hc_error(-EINVAL, "hcfs", "timeout=%d: must be 0..86400", fs->timeout_s);
     if (fs->filter_name && strcmp(fs->filter_name, "bicubic") != 0)
-        return hc_error(-EINVAL, "hcfs", "filter=%s: the only filter is bicubic",
-                        fs->filter_name);
+        return hc_error(-EINVAL, "hcfs", "filter=%s: the only filter is bicubic", fs->filter_name);
     fs->filter = HC_FILTER_BICUBIC;
     if (fs->cache_max_opt && parse_size(fs->cache_max_opt, &fs->cache_max) < 0)
         return hc_error(-EINVAL, "hcfs", "cache_max=%s: not a size (e.g. 500M, 20G)",
                         fs->cache_max_opt);
     fs->cache_min_free = 1ull << 30;
     if (fs->cache_min_free_opt && parse_size(fs->cache_min_free_opt, &fs->cache_min_free) < 0)
-        return hc_error(-EINVAL, "hcfs", "cache_min_free=%s: not a size",
-                        fs->cache_min_free_opt);
+        return hc_error(-EINVAL, "hcfs", "cache_min_free=%s: not a size", fs->cache_min_free_opt);
     if (fs->token_file && !fs->service)
         return hc_error(-EINVAL, "hcfs", "token_file= needs service=");
 
@@ -278,8 +297,8 @@ check_options(struct hcfs *fs)
                         strerror(-r));
     r = make_dir(fs->cache_opt ? fs->cache_opt : dcache, fs->cache, sizeof(fs->cache));
     if (r < 0)
-        return hc_error(r, "hcfs", "cache directory %s: %s",
-                        fs->cache_opt ? fs->cache_opt : dcache, strerror(-r));
+        return hc_error(r, "hcfs", "cache directory %s: %s", fs->cache_opt ? fs->cache_opt : dcache,
+                        strerror(-r));
     return 0;
 }
 
@@ -415,9 +434,9 @@ main(int argc, char *argv[])
 #endif
     if (maxt < 256)
         maxt = 256;
-    unsigned idle = co.max_idle_threads > 0 && co.max_idle_threads <= maxt ? co.max_idle_threads : 16;
-    ret = co.singlethread ? fuse_loop(fs.fuse)
-                          : hc_platform_loop(fs.fuse, maxt, idle);
+    unsigned idle =
+        co.max_idle_threads > 0 && co.max_idle_threads <= maxt ? co.max_idle_threads : 16;
+    ret = co.singlethread ? fuse_loop(fs.fuse) : hc_platform_loop(fs.fuse, maxt, idle);
     /* libfuse reports the signal that ended the loop; SIGTERM/SIGINT/SIGHUP are the normal
      * way to stop a daemon, so they end in status 0 like fusermount3 -u does. */
     ret = (ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP) ? 0 : 1;

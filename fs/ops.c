@@ -574,8 +574,7 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
         return r;
     if (r == 1)
         return -EISDIR;
-    r = hc_jobs_open_output(fs->jobs, rel, stop_waiting, fs, &fd, &size, &keep, err,
-                            sizeof(err));
+    r = hc_jobs_open_output(fs->jobs, rel, stop_waiting, fs, &fd, &size, &keep, err, sizeof(err));
     if (r == -EINTR && !fuse_interrupted())
         return -EIO; /* unmounting: the caller was not interrupted, the mount goes away */
     if (r < 0)
@@ -705,8 +704,8 @@ hc_release(const char *path, struct fuse_file_info *fi)
         /* Dot-files are what rsync and editors write before renaming into place; the
          * rename queues the job under the final name instead. */
         if (base_name(h->rel)[0] != '.' && fstat(h->fd, &a) == 0 &&
-            backing(fs, h->rel, p, sizeof(p)) == 0 &&
-            lstat(p, &b) == 0 && a.st_ino == b.st_ino && a.st_dev == b.st_dev) {
+            backing(fs, h->rel, p, sizeof(p)) == 0 && lstat(p, &b) == 0 && a.st_ino == b.st_ino &&
+            a.st_dev == b.st_dev) {
             close(h->fd);
             h->fd = -1;
             maybe_prefetch(fs, h->rel);
@@ -762,9 +761,8 @@ root_xattr(struct hcfs *fs, const char *name, char *buf, size_t size)
                      "cache_bytes %llu\ncache_entries %llu\ncache_evicted %llu\n",
                      (unsigned long long)s.queued, (unsigned long long)s.runs,
                      (unsigned long long)s.cache_hits, (unsigned long long)s.shared,
-                     (unsigned long long)s.done, (unsigned long long)s.failed, s.running,
-                     s.waiting, (unsigned long long)s.tiles_from_cache,
-                     (unsigned long long)s.tiles_computed,
+                     (unsigned long long)s.done, (unsigned long long)s.failed, s.running, s.waiting,
+                     (unsigned long long)s.tiles_from_cache, (unsigned long long)s.tiles_computed,
                      hc_probecache_reads(fs->probes), (unsigned long long)ts.bytes,
                      (unsigned long long)ts.entries, (unsigned long long)ts.evicted);
     } else {
@@ -816,9 +814,10 @@ hc_getxattr(const char *path, const char *name, char *buf, size_t size)
             n = snprintf(v, sizeof(v), "%s", hc_job_state_name(js.state));
         } else if (strcmp(name, "user.hc.progress") == 0) {
             unsigned pct = js.state == HC_JOB_DONE ? 100
-                           : js.total ? (unsigned)(js.done * 100 / js.total) : 0;
-            n = snprintf(v, sizeof(v), "%u%% (%llu/%llu rows)", pct,
-                         (unsigned long long)js.done, (unsigned long long)js.total);
+                           : js.total              ? (unsigned)(js.done * 100 / js.total)
+                                                   : 0;
+            n = snprintf(v, sizeof(v), "%u%% (%llu/%llu rows)", pct, (unsigned long long)js.done,
+                         (unsigned long long)js.total);
         } else if (strcmp(name, "user.hc.error") == 0 && js.state == HC_JOB_FAILED) {
             n = snprintf(v, sizeof(v), "%s", js.error);
         } else {

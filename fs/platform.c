@@ -125,8 +125,7 @@ hc_platform_getxattr(const char *path, const char *name, void *buf, size_t len)
 }
 
 int
-hc_platform_setxattr(const char *path, const char *name, const void *val, size_t len,
-                     int flags)
+hc_platform_setxattr(const char *path, const char *name, const void *val, size_t len, int flags)
 {
     char nb[XATTR_NAME_MAX + 16];
     (void)nb;

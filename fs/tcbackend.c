@@ -42,8 +42,8 @@ writer(void *arg)
         struct hc_tcb_slot *sl = &b->slots[k];
         pthread_mutex_unlock(&b->mu);
         /* The slot is ours until it goes back on the free list: run() never touches it. */
-        int r = hc_tc_tile_put(b->tc, b->key, sl->idx, b->arena + (size_t)k * b->slot_bytes,
-                               sl->len);
+        int r =
+            hc_tc_tile_put(b->tc, b->key, sl->idx, b->arena + (size_t)k * b->slot_bytes, sl->len);
         pthread_mutex_lock(&b->mu);
         if (r == 0)
             b->tiles_stored++;
@@ -105,8 +105,8 @@ arena_init(struct hc_tcbackend *b, const struct hc_job_geom *g)
     if (b->nslots < 4)
         b->nslots = 4;
     b->arena_bytes = (size_t)b->nslots * b->slot_bytes;
-    void *m = mmap(NULL, b->arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                   -1, 0);
+    void *m =
+        mmap(NULL, b->arena_bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (m == MAP_FAILED)
         return -ENOMEM;
 #ifdef MADV_HUGEPAGE
@@ -128,8 +128,7 @@ arena_init(struct hc_tcbackend *b, const struct hc_job_geom *g)
 }
 
 static void
-keep_tile(struct hc_tcbackend *b, const struct hc_job_geom *g, const struct hc_tile *t,
-          size_t len)
+keep_tile(struct hc_tcbackend *b, const struct hc_job_geom *g, const struct hc_tile *t, size_t len)
 {
     if (!b->started) {
         if (hc_tc_tile_put(b->tc, b->key, t->index, t->out_px, len) == 0)

@@ -65,8 +65,8 @@ struct hc_tcbackend {
     int nslots, nused, head, tail, free_top;
 };
 
-/* Prepares b (tc, key, inner, inner_ctx and tile_edge already set) and starts its writer. Returns 0 or
- * -errno; on failure the backend still works, storing tiles synchronously. */
+/* Prepares b (tc, key, inner, inner_ctx and tile_edge already set) and starts its writer. Returns 0
+ * or -errno; on failure the backend still works, storing tiles synchronously. */
 int hc_tcbackend_start(struct hc_tcbackend *b);
 
 /* Stops the writer: keep != 0 stores every queued tile first, keep == 0 drops them. Safe to
