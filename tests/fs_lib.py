@@ -200,6 +200,10 @@ class Service:
 
     def __init__(self, work, extra=()):
         require_service()
+        extra = list(extra)
+        self.token = None
+        if "--token-file" in extra:
+            self.token = open(extra[extra.index("--token-file") + 1]).readline().strip()
         self.logpath = os.path.join(work, "service-%d.log" % len(_procs))
         self.proc = subprocess.Popen([SERVICE, "--listen", "127.0.0.1:0", "--backend", "cpu"] +
                                      list(extra), stdout=subprocess.PIPE,
@@ -224,7 +228,10 @@ class Service:
         self.url = "http://127.0.0.1:%d" % self.port
 
     def metrics(self):
-        txt = urllib.request.urlopen(self.url + "/metrics", timeout=10).read().decode()
+        req = urllib.request.Request(self.url + "/metrics")
+        if self.token:
+            req.add_header("Authorization", "Bearer " + self.token)
+        txt = urllib.request.urlopen(req, timeout=10).read().decode()
         out = {}
         for l in txt.splitlines():
             if l.startswith("#") or not l.strip():

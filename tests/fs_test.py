@@ -632,6 +632,34 @@ def case_svc_down():
     check(m2.unmount() == 0, "clean exit")
 
 
+def case_svc_token():
+    """token_file=: the bearer token reaches the service; a wrong one fails with EIO and a
+    reason, and sends no pixels through."""
+    w = tmpdir("token")
+    tok = os.path.join(w, "token")
+    open(tok, "w").write("s3cret-token-for-the-test\n")
+    bad = os.path.join(w, "bad")
+    open(bad, "w").write("wrong\n")
+    svc = Service(w, ["--token-file", tok])
+    src = make_image(os.path.join(w, "t.png"), 200, 150, 71)
+    ref = hc_upscale(src, os.path.join(w, "ref.png"))
+    m = Mount(w, "noprefetch,service=%s,token_file=%s" % (svc.url, tok))
+    subprocess.run(["cp", src, m.input + "/"], check=True)
+    rc, data, err = read_with_timeout(os.path.join(m.up, "t.png"), 60)
+    check(rc == 0 and data == ref, "with the token: rc %d %s" % (rc, err))
+    check(m.unmount() == 0, "clean exit")
+    m = Mount(w, "noprefetch,service=%s,token_file=%s,cache=%s" % (svc.url, bad, w + "/c2"),
+              name="mnt2")
+    t0 = svc.tiles()
+    rc, data, err = read_with_timeout(os.path.join(m.up, "t.png"), 60)
+    check(rc != 0 and "Input/output error" in err, "wrong token: rc %d %s" % (rc, err))
+    e = os.getxattr(os.path.join(m.up, "t.png"), "user.hc.error").decode()
+    log("wrong token: user.hc.error = %s" % e)
+    check("401" in e or "nauthori" in e or "token" in e, "reason: %s" % e)
+    check(svc.tiles() == t0, "tiles upscaled for a wrong token")
+    check(m.unmount() == 0, "clean exit")
+
+
 def case_svc_failover():
     """Two service URLs, one killed mid-batch: every file completes correctly."""
     w = tmpdir("failover")
@@ -717,6 +745,7 @@ CASES = {
     "signals": case_signals,
     "svc_readers": case_svc_readers,
     "svc_down": case_svc_down,
+    "svc_token": case_svc_token,
     "svc_failover": case_svc_failover,
     "svc_resume": case_svc_resume,
 }
