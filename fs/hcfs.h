@@ -17,6 +17,7 @@
 
 #include "client.h"
 #include "jobs.h"
+#include "pathmap.h"
 #include "probecache.h"
 #include "tilecache.h"
 
@@ -47,6 +48,7 @@ struct hcfs {
     struct hc_client *client;
     struct hc_jobs *jobs;
     struct hc_probecache *probes;
+    struct hc_pathmap *paths;
     struct fuse *fuse;
     struct timespec mounted_at;
 };

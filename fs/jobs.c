@@ -396,7 +396,8 @@ hc_jobs_status(struct hc_jobs *j, const char *rel, const struct stat *st, struct
     memset(s, 0, sizeof(*s));
     pthread_mutex_lock(&j->lock);
     struct job *jb = table_get_locked(j, rel);
-    if (jb && sig_eq(&jb->sig, &sg)) {
+    int found = jb && sig_eq(&jb->sig, &sg);
+    if (found) {
         s->state = jb->state;
         s->done = jb->done;
         s->total = jb->total;
@@ -404,6 +405,11 @@ hc_jobs_status(struct hc_jobs *j, const char *rel, const struct stat *st, struct
         snprintf(s->error, sizeof(s->error), "%s", jb->error);
     }
     pthread_mutex_unlock(&j->lock);
+    uint64_t size;
+    if (!found && hc_pathmap_get(j->cfg.paths, rel, st, &size) == 0) {
+        s->state = HC_JOB_DONE;
+        s->size = size;
+    }
 }
 
 void
@@ -454,8 +460,19 @@ job_finish(struct hc_jobs *j, struct job *jb, int ok, const char *out_path, uint
         j->st.done++;
     else
         j->st.failed++;
+    struct sig sg = jb->sig;
     pthread_cond_broadcast(&j->cond);
     pthread_mutex_unlock(&j->lock);
+    if (ok && j->cfg.paths) {
+        struct stat st;
+        memset(&st, 0, sizeof(st));
+        st.st_dev = sg.dev;
+        st.st_ino = sg.ino;
+        st.st_size = sg.size;
+        ST_MTIM(&st) = sg.mtime;
+        ST_CTIM(&st) = sg.ctime;
+        hc_pathmap_put(j->cfg.paths, jb->rel, &st, out_path, size);
+    }
 }
 
 /* Another running job with the same key, if any (then this one waits for it). */
@@ -547,6 +564,10 @@ job_run(struct hc_jobs *j, struct job *jb)
             job_finish(j, jb, 1, tp, tsz, NULL);
             free(tp);
             return;
+        }
+        if (jb->cancel) {
+            snprintf(err, sizeof(err), "hcfs: cancelled");
+            goto fail;
         }
         /* The twin failed or was cancelled: run ourselves (maybe another service answers). */
     } else {

@@ -25,6 +25,7 @@
 #include "client.h"
 #include "codec.h"
 #include "image.h"
+#include "pathmap.h"
 #include "tilecache.h"
 
 #ifdef __cplusplus
@@ -45,6 +46,7 @@ struct hc_jobs_cfg {
     struct hc_limits limits;
     struct hc_client *client; /* NULL: in-process backend (kept, not owned) */
     int store_tiles;          /* with a client: keep tiles in the cache as they arrive */
+    struct hc_pathmap *paths; /* outputs remembered across mounts (kept, not owned); NULL */
     /* Called from a worker when a job of rel ends (done or failed), before any waiting
      * reader wakes: hcfs drops the kernel's cached attributes of upscaled/<rel> there, so
      * the size a reader sees after open() is the output's. May be NULL. */
@@ -94,7 +96,8 @@ struct hc_job_status {
 };
 
 /* Status of the job of the version of rel whose lstat() is *st (NONE when the latest job of
- * rel was for another version). Never starts anything. */
+ * rel was for another version). Without a job in this mount, a version done before (the
+ * path map) reports DONE with its size. Never starts anything, never reads the input. */
 void hc_jobs_status(struct hc_jobs *j, const char *rel, const struct stat *st,
                     struct hc_job_status *s);
 

@@ -324,6 +324,10 @@ start_parts(struct hcfs *fs)
         return r;
     if ((r = hc_probecache_new(65536, &fs->probes)) < 0)
         return hc_error(r, "hcfs", "out of memory");
+    char pf[PATH_MAX + 16];
+    snprintf(pf, sizeof(pf), "%s/hcfs-paths", fs->cache);
+    if ((r = hc_pathmap_open(pf, &fs->paths)) < 0)
+        return r;
     struct hc_jobs_cfg jc = {
         .tc = fs->tc,
         .data_dir = fs->data,
@@ -335,6 +339,7 @@ start_parts(struct hcfs *fs)
         .nthreads = 0,
         .client = fs->client,
         .store_tiles = fs->store_tiles,
+        .paths = fs->paths,
         .on_end = hc_fs_job_ended,
         .on_end_ctx = fs,
     };
@@ -455,6 +460,7 @@ out:
         fuse_destroy(fs.fuse);
     hc_client_close(fs.client);
     hc_probecache_free(fs.probes);
+    hc_pathmap_close(fs.paths);
     hc_tc_close(fs.tc);
     free(co.mountpoint);
     fuse_opt_free_args(&args);

@@ -235,6 +235,10 @@ def case_cache():
     check(m.unmount() == 0, "clean exit")
 
     m = Mount(w, "noprefetch")
+    # Remembered across mounts: state and exact size before anything opens the file
+    check(m.state("c.png") == "done", "state after remount: %s" % m.state("c.png"))
+    check(os.stat(os.path.join(m.up, "c.png")).st_size == len(ref1), "exact size after remount")
+    check(m.stat()["jobs_queued"] == 0, "stat after remount queued a job")
     check(open(os.path.join(m.up, "c.png"), "rb").read() == ref1, "read after remount")
     s = m.stat()
     check(s["jobs_run"] == 0 and s["cache_hits"] == 1, "after remount: %s" % s)
@@ -721,7 +725,7 @@ def case_svc_resume():
         time.sleep(0.3)
         if proc.poll() is None:
             break
-    svc2.proc, svc2.port, svc2.url = proc, port, "http://127.0.0.1:%d" % port
+    svc2.proc, svc2.port, svc2.url, svc2.token = proc, port, "http://127.0.0.1:%d" % port, None
     rc, data, err = read_with_timeout(os.path.join(m.up, "r.png"), 120)
     check(rc == 0 and data == ref, "resumed job: rc %d %s" % (rc, err))
     s2 = m.stat()
