@@ -500,6 +500,22 @@ def case_signals():
         fail("a reader waiting in open() did not stop on SIGINT")
     log("reader interrupted after %.2f s" % (time.time() - t0))
     check(m.state("big.png") == "running", "the job goes on for others")
+    # 40 readers waiting in open() (libfuse's default of 10 workers would starve the mount):
+    # the mount still answers at once.
+    waiting = [subprocess.Popen(["cat", os.path.join(m.up, "big.png")], stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL) for _ in range(40)]
+    end = time.time() + 10
+    while m.stat()["waiting"] < 40 and time.time() < end:
+        time.sleep(0.05)
+    check(m.stat()["waiting"] >= 40, "readers waiting: %s" % m.stat())
+    t0 = time.time()
+    os.listdir(m.input)
+    open(os.path.join(m.input, "during.txt"), "w").write("x")
+    check(time.time() - t0 < 2, "the mount starved with 40 waiting readers")
+    for p in waiting:
+        p.kill()
+    for p in waiting:
+        p.wait(timeout=10)
     # SIGTERM to hcfs while the job runs
     t0 = time.time()
     os.kill(m.proc.pid, signal.SIGTERM)
