@@ -1,7 +1,11 @@
 /* cpu.c: which SIMD level runs (build-time availability x CPU features x environment caps). */
+#if defined(__linux__) && !defined(_GNU_SOURCE)
+#define _GNU_SOURCE /* sched_getaffinity, CPU_COUNT */
+#endif
 #include "cpu.h"
 
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -110,6 +114,14 @@ hc_cpu_level(void)
 int
 hc_cpu_count(void)
 {
+#if defined(__linux__)
+    /* The CPUs this process may run on (taskset, cpusets, containers), as OpenCV and libvips
+     * count them: one thread per online CPU would oversubscribe a process held to fewer. */
+    cpu_set_t set;
+
+    if (sched_getaffinity(0, sizeof(set), &set) == 0 && CPU_COUNT(&set) > 0)
+        return CPU_COUNT(&set);
+#endif
     long n = sysconf(_SC_NPROCESSORS_ONLN);
     return n < 1 ? 1 : (int)n;
 }

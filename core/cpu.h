@@ -28,7 +28,8 @@ int hc_cpu_supports(enum hc_simd level);
 
 const char *hc_simd_name(enum hc_simd level);
 
-/* Number of online CPUs (at least 1). */
+/* Number of CPUs this process may run on (its affinity mask on Linux, else the online
+ * CPUs; at least 1). */
 int hc_cpu_count(void);
 
 #ifdef __cplusplus

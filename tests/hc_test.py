@@ -245,8 +245,9 @@ def t_too_many_tiles():
 
 
 def t_threads():
-    """--threads N bounds the CPU threads of the in-process path, tiled or not: counted from
-    /proc while the job runs (the job's own thread and the writer thread, plus N - 1)."""
+    """--threads N bounds the CPU threads of the in-process path, tiled or not, and so does
+    the CPU affinity mask: counted from /proc while the job runs (the job's own thread and
+    the writer thread, plus N - 1)."""
     import time
     if (os.cpu_count() or 1) < 2 or not os.path.isdir("/proc/self/task"):
         print("skip: needs 2 CPUs and /proc (with one CPU there is nothing to bound)",
@@ -255,10 +256,15 @@ def t_threads():
     rng = np.random.default_rng(31)
     inp = os.path.join(TMP, "thr.png")
     save_png(random_image(rng, 500, 700, 3, 8), inp)
-    for extra in ([], ["--tile", "64"]):
+    # Without --threads, "all CPUs" means the CPUs this process may run on: one under
+    # taskset -c 0 (as OpenCV and libvips count them), not every CPU of the machine.
+    cases = [([HC], ["--threads", "1"]), ([HC], ["--threads", "1", "--tile", "64"])]
+    if shutil.which("taskset"):
+        cases += [(["taskset", "-c", "0", HC], []), (["taskset", "-c", "0", HC], ["--tile", "64"])]
+    for prefix, extra in cases:
         out = os.path.join(TMP, "thr_out.bmp")
-        p = subprocess.Popen([HC, "upscale", inp, out, "--scale", "4", "--threads", "1", "-q",
-                              *extra], stderr=subprocess.PIPE, text=True)
+        p = subprocess.Popen([*prefix, "upscale", inp, out, "--scale", "4", "-q", *extra],
+                             stderr=subprocess.PIPE, text=True)
         most = 0
         while p.poll() is None:
             try:
@@ -267,12 +273,12 @@ def t_threads():
                 break
             time.sleep(0.0005)
         err = p.communicate()[1]
+        what = " ".join(prefix[:-1] + extra)
         if p.returncode != 0:
-            fail(f"--threads 1 {extra}: exit {p.returncode}: {err.strip()}")
+            fail(f"{what}: exit {p.returncode}: {err.strip()}")
         if most > 2:
-            fail(f"--threads 1 {' '.join(extra) or 'untiled'}: {most} threads seen (want at most "
-                 "2: the job's and the writer's)")
-        print(f"ok --threads 1 {' '.join(extra) or 'untiled'}: at most {most} threads")
+            fail(f"{what}: {most} threads seen (want at most 2: the job's and the writer's)")
+        print(f"ok {what}: at most {most} threads")
 
 
 def t_split_stitch():
