@@ -74,9 +74,10 @@ out:
 /* Removes the files an earlier split (and its upscaling) left in dir: tile-*.png, and
  * upscaled/tile-*.png, meta.icc, meta.exif. A stale upscaled tile would otherwise be stitched
  * into the new image when its geometry matches, and a stale profile attached to it. Only our
- * own names are touched; the user's other files stay. */
+ * own names are touched; the user's other files stay. The input (in_st) being one of them is
+ * refused: removing or overwriting it would lose the user's image. */
 static int
-remove_old_tileset(const char *dir)
+remove_old_tileset(const char *dir, const struct stat *in_st)
 {
     static const char *const subdirs[] = {"", "/upscaled"};
     char path[PATH_MAX];
@@ -98,6 +99,15 @@ remove_old_tileset(const char *dir)
             if (!(!strncmp(de->d_name, "tile-", 5) && n > 9 && !strcmp(de->d_name + n - 4, ".png")) &&
                 !(i == 0 && (!strcmp(de->d_name, "meta.icc") || !strcmp(de->d_name, "meta.exif"))))
                 continue;
+            struct stat st;
+
+            if (fstatat(dirfd(d), de->d_name, &st, 0) == 0 && st.st_dev == in_st->st_dev &&
+                st.st_ino == in_st->st_ino) {
+                closedir(d);
+                return hc_error(-EINVAL, "split",
+                                "the input is %s/%s, a file of the tileset in %s; split into "
+                                "another folder", path, de->d_name, dir);
+            }
             if (unlinkat(dirfd(d), de->d_name, 0) && errno != ENOENT) {
                 int err = hc_error(-errno, "split", "cannot remove %s/%s: %s", path, de->d_name,
                                    strerror(errno));
@@ -148,9 +158,17 @@ hc_tileset_split(const char *in, const char *dir, int scale, int tile, const str
         res = hc_error(-errno, "split", "cannot create %s: %s", dir, strerror(errno));
         goto out;
     }
-    res = remove_old_tileset(dir);
-    if (res)
-        goto out;
+    {
+        struct stat in_st;
+
+        if (stat(in, &in_st)) {
+            res = hc_error(-errno, "split", "%s: %s", in, strerror(errno));
+            goto out;
+        }
+        res = remove_old_tileset(dir, &in_st);
+        if (res)
+            goto out;
+    }
     snprintf(path, sizeof(path), "%s/manifest.txt", dir);
     man = fopen(path, "w");
     if (!man) {

@@ -337,6 +337,13 @@ def t_split_reuse_dir():
     hc("split", ina, d, "--scale", 2, "--tile", 16)
     upscale_tiles()
     hc("stitch", d, os.path.join(TMP, "a_out.png"))
+    # An input that is itself one of the folder's tile files is refused, and stays intact.
+    for victim in (os.path.join(d, "tile-00001.png"), os.path.join(d, "upscaled", "tile-00002.png")):
+        before = open(victim, "rb").read()
+        p = hc("split", victim, d, "--scale", 2, "--tile", 16, check=False)
+        if p.returncode != 1 or open(victim, "rb").read() != before:
+            fail(f"split of {victim} into its own folder: exit {p.returncode}, input "
+                 f"{'intact' if open(victim, 'rb').read() == before else 'destroyed'}")
     hc("split", inb, d, "--scale", 2, "--tile", 16)
     out = os.path.join(TMP, "b_out.png")
     p = hc("stitch", d, out, check=False)
