@@ -278,27 +278,36 @@ def case_evicted():
 def case_versions():
     """A job queued (prefetch) for an old version of a file never publishes output for the
     new one: overwrite a file while its job waits in the queue, read it, get the new
-    version's output."""
+    version's output. The only worker is held by a job on a stopped service (SIGSTOP), so
+    the order of events does not depend on the machine's speed."""
     w = tmpdir("versions")
-    blocker = big_input(w)
+    svc = Service(w)
+    blocker = make_image(os.path.join(w, "b.png"), 200, 150, 60)
     v1 = make_image(os.path.join(w, "v1.png"), 200, 150, 61)
     v2 = make_image(os.path.join(w, "v2.png"), 190, 140, 62)
     ref2 = hc_upscale(v2, os.path.join(w, "ref2.png"))
-    m = Mount(w, "jobs=1,scale=2")  # prefetch on, one worker
-    subprocess.run(["cp", blocker, os.path.join(m.input, "big.png")], check=True)
-    m.wait_state("big.png", ("running",), 30)  # the only worker is busy
-    subprocess.run(["cp", v1, os.path.join(m.input, "x.png")], check=True)
-    time.sleep(0.2)
-    check(m.state("x.png") == "pending", "v1 queued: %s" % m.state("x.png"))
-    subprocess.run(["cp", v2, os.path.join(m.input, "x.png")], check=True)  # in place
+    m = Mount(w, "jobs=1,timeout=60,service=%s" % svc.url)  # prefetch on, one worker
+    os.killpg(svc.proc.pid, signal.SIGSTOP)
+    try:
+        subprocess.run(["cp", blocker, os.path.join(m.input, "b.png")], check=True)
+        m.wait_state("b.png", ("running",), 30)  # the only worker waits for the service
+        subprocess.run(["cp", v1, os.path.join(m.input, "x.png")], check=True)
+        time.sleep(0.2)
+        check(m.state("x.png") == "pending", "v1 queued: %s" % m.state("x.png"))
+        subprocess.run(["cp", v2, os.path.join(m.input, "x.png")], check=True)  # in place
+        time.sleep(0.2)
+        check(m.state("x.png") == "pending", "v2 queued: %s" % m.state("x.png"))
+        check(m.stat()["jobs_run"] == 1, "only the blocker ran: %s" % m.stat())
+    finally:
+        os.killpg(svc.proc.pid, signal.SIGCONT)
     rc, data, err = read_with_timeout(os.path.join(m.up, "x.png"), 120)
     check(rc == 0 and data == ref2, "read after overwrite: rc %d, %d bytes vs %d %s" %
           (rc, len(data), len(ref2), err))
     check(os.stat(os.path.join(m.up, "x.png")).st_size == len(ref2), "size of the new output")
-    m.wait_state("big.png", ("done",), 120)
+    m.wait_state("b.png", ("done",), 120)
     s = m.stat()
-    # big.png and x.png (v2) ran; v1's queued job was dropped when v2 replaced it
-    check(s["jobs_run"] == 2, "runs: %s" % s)
+    # b.png and x.png (v2) ran; v1's queued job was dropped when v2 replaced it
+    check(s["jobs_run"] == 2 and s["failed"] == 0, "runs: %s" % s)
     check(m.unmount() == 0, "clean exit")
 
 
@@ -483,15 +492,21 @@ def case_kill9():
 
 
 def case_signals():
-    """A waiting reader can be interrupted (the job goes on); SIGTERM mid-job unmounts
-    cleanly with no job left writing and no temporary file left in the cache."""
+    """A waiting reader can be interrupted (the job goes on); 40 waiting readers do not
+    starve the mount; SIGTERM mid-job unmounts cleanly with no job left writing and no
+    temporary file left in the cache; SIGINT and fusermount3 -u end in status 0 too.
+    Part one holds the job on a stopped service (SIGSTOP), so it is running for as long as
+    the test needs on any machine; part two cancels an in-process job."""
+    import fs_lib
     w = tmpdir("sig")
-    src = big_input(w)
-    m = Mount(w, "noprefetch,scale=4")
-    subprocess.run(["cp", src, os.path.join(m.input, "big.png")], check=True)
-    reader = subprocess.Popen(["cat", os.path.join(m.up, "big.png")], stdout=subprocess.DEVNULL,
+    svc = Service(w)
+    src = make_image(os.path.join(w, "s.png"), 200, 150, 81)
+    m = Mount(w, "noprefetch,timeout=60,service=%s" % svc.url)
+    subprocess.run(["cp", src, os.path.join(m.input, "s.png")], check=True)
+    os.killpg(svc.proc.pid, signal.SIGSTOP)
+    reader = subprocess.Popen(["cat", os.path.join(m.up, "s.png")], stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL)
-    wait_running(m, "big.png")
+    m.wait_state("s.png", ("running",), 30)
     t0 = time.time()
     reader.send_signal(signal.SIGINT)
     try:
@@ -499,10 +514,10 @@ def case_signals():
     except subprocess.TimeoutExpired:
         fail("a reader waiting in open() did not stop on SIGINT")
     log("reader interrupted after %.2f s" % (time.time() - t0))
-    check(m.state("big.png") == "running", "the job goes on for others")
+    check(m.state("s.png") == "running", "the job goes on for others")
     # 40 readers waiting in open() (libfuse's default of 10 workers would starve the mount):
     # the mount still answers at once.
-    waiting = [subprocess.Popen(["cat", os.path.join(m.up, "big.png")], stdout=subprocess.DEVNULL,
+    waiting = [subprocess.Popen(["cat", os.path.join(m.up, "s.png")], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.DEVNULL) for _ in range(40)]
     end = time.time() + 10
     while m.stat()["waiting"] < 40 and time.time() < end:
@@ -516,24 +531,41 @@ def case_signals():
         p.kill()
     for p in waiting:
         p.wait(timeout=10)
-    # SIGTERM to hcfs while the job runs
+    # SIGTERM to hcfs while the job waits for the (stopped) service
     t0 = time.time()
     os.kill(m.proc.pid, signal.SIGTERM)
     try:
         rc = m.proc.wait(timeout=20)
     except subprocess.TimeoutExpired:
-        import fs_lib
         fail("hcfs did not exit within 20 s of SIGTERM:\n%s\n%s" % (m.log(), fs_lib.stacks(m.proc.pid)))
     log("hcfs exited %d after %.2f s" % (rc, time.time() - t0))
+    os.killpg(svc.proc.pid, signal.SIGCONT)
     check(rc == 0, "exit status %d after SIGTERM:\n%s" % (rc, m.log()))
     check(not os.path.ismount(m.root), "still mounted after SIGTERM")
     left = [f for f in cache_outputs(m) if f.startswith("out")]
     check(left == [], "files left in the cache after SIGTERM: %s" % left)
+
+    # An in-process job cancelled by SIGTERM
+    big = big_input(w)
+    m = Mount(w, "noprefetch,scale=4", name="mnt-b")
+    subprocess.run(["cp", big, os.path.join(m.input, "big.png")], check=True)
+    reader = subprocess.Popen(["cat", os.path.join(m.up, "big.png")], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE)
+    wait_running(m, "big.png")
+    os.kill(m.proc.pid, signal.SIGTERM)
+    try:
+        rc = m.proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        fail("hcfs did not exit within 20 s of SIGTERM:\n%s\n%s" % (m.log(), fs_lib.stacks(m.proc.pid)))
+    reader.wait(timeout=20)
+    check(rc == 0 and not os.path.ismount(m.root), "SIGTERM mid-job: %d\n%s" % (rc, m.log()))
+    left = [f for f in cache_outputs(m) if f.startswith("out")]
+    check(left == [], "files left in the cache after SIGTERM mid-job: %s" % left)
     # SIGINT on an idle mount, and fusermount3 -u, also end with status 0
-    m2 = Mount(w, "noprefetch,scale=4")
+    m2 = Mount(w, "noprefetch", name="mnt-c")
     os.kill(m2.proc.pid, signal.SIGINT)
     check(m2.proc.wait(timeout=20) == 0 and not os.path.ismount(m2.root), "SIGINT")
-    m3 = Mount(w, "noprefetch,scale=4")
+    m3 = Mount(w, "noprefetch", name="mnt-d")
     check(m3.unmount() == 0, "fusermount3 -u")
 
 
