@@ -25,13 +25,8 @@
 #define NBUCKETS 4096
 #define WAIT_SLICE_MS 100
 
-#ifdef __APPLE__
-#define ST_MTIM(st) ((st)->st_mtimespec)
-#define ST_CTIM(st) ((st)->st_ctimespec)
-#else
-#define ST_MTIM(st) ((st)->st_mtim)
-#define ST_CTIM(st) ((st)->st_ctim)
-#endif
+#define ST_MTIM(st) HC_ST_MTIM(st)
+#define ST_CTIM(st) HC_ST_CTIM(st)
 
 /* Which version of a file a job is for. */
 struct sig {

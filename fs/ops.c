@@ -165,11 +165,7 @@ hc_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
         st->st_nlink = 4;
         st->st_uid = getuid();
         st->st_gid = getgid();
-#ifdef __APPLE__
-        st->st_mtimespec = st->st_ctimespec = st->st_atimespec = fs->mounted_at;
-#else
-        st->st_mtim = st->st_ctim = st->st_atim = fs->mounted_at;
-#endif
+        HC_ST_MTIM(st) = HC_ST_CTIM(st) = HC_ST_ATIM(st) = fs->mounted_at;
         return 0;
     case AREA_INPUT:
         if ((r = backing(fs, rel, p, sizeof(p))) < 0)
@@ -722,12 +718,7 @@ hc_fsync(const char *path, int datasync, struct fuse_file_info *fi)
     (void)path;
     if (h->kind != H_INPUT)
         return 0;
-#ifdef __APPLE__
-    (void)datasync;
-    return fsync(h->fd) < 0 ? -errno : 0;
-#else
-    return (datasync ? fdatasync(h->fd) : fsync(h->fd)) < 0 ? -errno : 0;
-#endif
+    return hc_platform_fsync(h->fd, datasync);
 }
 
 /* Copies a value into the caller's buffer with getxattr's size conventions. */

@@ -10,16 +10,12 @@
 #include <unistd.h>
 
 #include "error.h"
+#include "platform.h"
 
 #define NBUCKETS 4096
 
-#ifdef __APPLE__
-#define ST_MTIM(st) ((st)->st_mtimespec)
-#define ST_CTIM(st) ((st)->st_ctimespec)
-#else
-#define ST_MTIM(st) ((st)->st_mtim)
-#define ST_CTIM(st) ((st)->st_ctim)
-#endif
+#define ST_MTIM(st) HC_ST_MTIM(st)
+#define ST_CTIM(st) HC_ST_CTIM(st)
 
 struct rec {
     struct rec *next;

@@ -196,6 +196,17 @@ hc_platform_rename(const char *from, const char *to, unsigned int flags)
 #endif
 }
 
+int
+hc_platform_fsync(int fd, int datasync)
+{
+#ifdef __APPLE__
+    (void)datasync; /* no fdatasync in the SDK */
+    return fsync(fd) < 0 ? -errno : 0;
+#else
+    return (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
+#endif
+}
+
 void
 hc_platform_background_thread(void)
 {

@@ -35,6 +35,17 @@
 extern "C" {
 #endif
 
+/* struct stat's timestamps (macOS names them st_*timespec). */
+#ifdef __APPLE__
+#define HC_ST_ATIM(st) ((st)->st_atimespec)
+#define HC_ST_MTIM(st) ((st)->st_mtimespec)
+#define HC_ST_CTIM(st) ((st)->st_ctimespec)
+#else
+#define HC_ST_ATIM(st) ((st)->st_atim)
+#define HC_ST_MTIM(st) ((st)->st_mtim)
+#define HC_ST_CTIM(st) ((st)->st_ctim)
+#endif
+
 /* The errno for "this file has no such extended attribute". */
 #ifdef __APPLE__
 #define HC_ENOATTR ENOATTR
@@ -73,6 +84,9 @@ int hc_platform_removexattr(const char *path, const char *name);
 /* rename(2) with the FUSE flags (RENAME_NOREPLACE, RENAME_EXCHANGE); -EINVAL where the
  * system cannot honour a flag. Returns 0 or -errno. */
 int hc_platform_rename(const char *from, const char *to, unsigned int flags);
+
+/* fsync, or fdatasync when datasync and the system has it. Returns 0 or -errno. */
+int hc_platform_fsync(int fd, int datasync);
 
 /* Lowers the calling thread to "run only when a CPU is idle" (Linux SCHED_IDLE, macOS
  * QOS_CLASS_BACKGROUND): for work a job never waits for. Best effort; no error. */

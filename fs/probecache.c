@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "codec.h"
+#include "platform.h"
 
 #define NBUCKETS 1024
 
@@ -38,13 +39,8 @@ hash_str(const char *s)
     return h;
 }
 
-#ifdef __APPLE__
-#define ST_MTIM(st) ((st)->st_mtimespec)
-#define ST_CTIM(st) ((st)->st_ctimespec)
-#else
-#define ST_MTIM(st) ((st)->st_mtim)
-#define ST_CTIM(st) ((st)->st_ctim)
-#endif
+#define ST_MTIM(st) HC_ST_MTIM(st)
+#define ST_CTIM(st) HC_ST_CTIM(st)
 
 static int
 same_file(const struct pentry *e, const struct stat *st)
