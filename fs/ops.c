@@ -807,8 +807,11 @@ hc_getxattr(const char *path, const char *name, char *buf, size_t size)
             unsigned pct = js.state == HC_JOB_DONE ? 100
                            : js.total              ? (unsigned)(js.done * 100 / js.total)
                                                    : 0;
-            n = snprintf(v, sizeof(v), "%u%% (%llu/%llu rows)", pct, (unsigned long long)js.done,
-                         (unsigned long long)js.total);
+            if (js.total)
+                n = snprintf(v, sizeof(v), "%u%% (%llu/%llu rows)", pct,
+                             (unsigned long long)js.done, (unsigned long long)js.total);
+            else
+                n = snprintf(v, sizeof(v), "%u%%", pct);
         } else if (strcmp(name, "user.hc.error") == 0 && js.state == HC_JOB_FAILED) {
             n = snprintf(v, sizeof(v), "%s", js.error);
         } else {
