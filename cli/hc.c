@@ -106,7 +106,8 @@ check_out_name(const char *out)
 {
     if (hc_format_from_path(out) == HC_FORMAT_UNKNOWN)
         return usage_error("OUT must end in .png, .jpg, .jpeg, .bmp or .tga (the output "
-                           "format), not '%s'", out);
+                           "format), not '%s'",
+                           out);
     return 0;
 }
 

@@ -96,7 +96,8 @@ remove_old_tileset(const char *dir, const struct stat *in_st)
         while ((de = readdir(d))) {
             size_t n = strlen(de->d_name);
 
-            if (!(!strncmp(de->d_name, "tile-", 5) && n > 9 && !strcmp(de->d_name + n - 4, ".png")) &&
+            if (!(!strncmp(de->d_name, "tile-", 5) && n > 9 &&
+                  !strcmp(de->d_name + n - 4, ".png")) &&
                 !(i == 0 && (!strcmp(de->d_name, "meta.icc") || !strcmp(de->d_name, "meta.exif"))))
                 continue;
             struct stat st;
@@ -106,7 +107,8 @@ remove_old_tileset(const char *dir, const struct stat *in_st)
                 closedir(d);
                 return hc_error(-EINVAL, "split",
                                 "the input is %s/%s, a file of the tileset in %s; split into "
-                                "another folder", path, de->d_name, dir);
+                                "another folder",
+                                path, de->d_name, dir);
             }
             if (unlinkat(dirfd(d), de->d_name, 0) && errno != ENOENT) {
                 int err = hc_error(-errno, "split", "cannot remove %s/%s: %s", path, de->d_name,
@@ -317,7 +319,8 @@ hc_tileset_stitch(const char *dir, const char *out, const struct hc_writer_opts 
             o.y > oinfo.height - o.h) {
             res = hc_error(-EINVAL, "stitch",
                            "%s: tile %d's output rectangle %d,%d %dx%d lies outside the %dx%d "
-                           "output", path, idx, o.x, o.y, o.w, o.h, oinfo.width, oinfo.height);
+                           "output",
+                           path, idx, o.x, o.y, o.w, o.h, oinfo.width, oinfo.height);
             goto out;
         }
         hc_tile_src_rect(info.width, info.height, scale, &o, &want);
