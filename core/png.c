@@ -317,6 +317,18 @@ struct pwriter {
     size_t row_bytes;
 };
 
+/* libspng reports a failed fwrite as "stream error": name the system's reason instead
+ * (disk full, file too large), which is what the person has to act on. */
+static int
+pwriter_fail(struct hc_writer *w, int code, const char *what)
+{
+    int err = errno;
+
+    if (code == SPNG_IO_ERROR && ferror(w->fp) && err)
+        return hc_error(-err, DOM, "%s: cannot write: %s", what, strerror(err));
+    return spng_fail(-EIO, code, what);
+}
+
 static int
 pwriter_write(struct hc_writer *w, const uint8_t *src, size_t stride, int nrows)
 {
@@ -329,7 +341,7 @@ pwriter_write(struct hc_writer *w, const uint8_t *src, size_t stride, int nrows)
         if (e == SPNG_EOI && y == w->info.height - 1)
             continue;
         if (e)
-            return spng_fail(-EIO, e, "encoding");
+            return pwriter_fail(w, e, "encoding");
     }
     return 0;
 }
@@ -412,7 +424,7 @@ hc_png_writer_open(struct hc_writer *w)
     e = spng_encode_image(p->ctx, NULL, 0, SPNG_FMT_PNG,
                           SPNG_ENCODE_PROGRESSIVE | SPNG_ENCODE_FINALIZE);
     if (e) {
-        res = spng_fail(-EIO, e, "encoder start");
+        res = pwriter_fail(w, e, "encoder start");
         goto out;
     }
     return 0;
