@@ -499,7 +499,7 @@ job_run(struct hc_jobs *j, struct job *jb)
     struct hc_image_info info;
     struct hc_tc_entry e;
     struct hc_client *derived = NULL;
-    int fd = -1, r;
+    int fd = -1, r, gone = 0;
     double t0 = now_s(), t_run = t0, t_ran = t0;
 
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", j->data_dir, jb->rel) >= sizeof(path)) {
@@ -509,6 +509,13 @@ job_run(struct hc_jobs *j, struct job *jb)
     /* One descriptor for hashing and decoding: a rename or a replacement of the file after
      * this point cannot mix two versions in one job. */
     fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0 && errno == ENOENT) {
+        /* Renamed or removed since it was queued (Finder renames after clearing its mark,
+         * rsync after closing): nothing failed, and the new name has its own job. */
+        snprintf(err, sizeof(err), "hcfs: the input is gone (renamed or removed)");
+        gone = 1;
+        goto fail;
+    }
     if (fd < 0 || fstat(fd, &st0) < 0) {
         snprintf(err, sizeof(err), "hcfs: cannot open input: %s", strerror(errno));
         goto fail;
@@ -678,8 +685,14 @@ fail:
     hc_client_close(derived);
     if (fd >= 0)
         close(fd);
-    fprintf(stderr, "warn hcfs: job %s failed: %s\n", jb->rel, err);
+    fprintf(stderr, "%s hcfs: job %s: %s\n", gone ? "info" : "warn", jb->rel, err);
     job_finish(j, jb, 0, NULL, 0, err);
+    if (gone) {
+        pthread_mutex_lock(&j->lock);
+        j->st.failed--; /* not a failure: see above */
+        j->st.gone++;
+        pthread_mutex_unlock(&j->lock);
+    }
 }
 
 static void *

@@ -107,6 +107,7 @@ struct hc_jobs_stats {
     uint64_t cache_hits; /* jobs answered by a DONE cache entry */
     uint64_t shared;     /* jobs that waited for another job with the same key */
     uint64_t done, failed;
+    uint64_t gone; /* jobs whose input was renamed or removed before they started */
     uint64_t tiles_from_cache, tiles_computed; /* tile-cache resume counters */
     int running, waiting;
 };
