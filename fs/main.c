@@ -388,6 +388,21 @@ main(int argc, char *argv[])
         ret = 1;
         goto out;
     }
+    /* data/ or cache/ under the mount point would be reached through hcfs itself once
+     * mounted: every access would wait on a FUSE request only hcfs can answer. */
+    {
+        char mp[PATH_MAX];
+        if (realpath(co.mountpoint, mp)) {
+            size_t n = strlen(mp);
+            const char *dirs[2] = {fs.data, fs.cache};
+            for (int i = 0; i < 2; i++) {
+                if (strncmp(dirs[i], mp, n) == 0 && (dirs[i][n] == '/' || dirs[i][n] == '\0')) {
+                    fprintf(stderr, "hcfs: %s is inside the mount point %s\n", dirs[i], mp);
+                    goto out;
+                }
+            }
+        }
+    }
 
     /* Fail in the foreground for what would otherwise only show in a daemon's log. */
     {
