@@ -713,6 +713,11 @@ worker(void *arg)
         queue_remove_locked(j, jb); /* the queue's reference is now the worker's */
         jb->state = HC_JOB_RUNNING;
         j->running[idx] = jb;
+        int nrun = 0;
+        for (int i = 0; i < j->cfg.nworkers; i++)
+            nrun += j->running[i] != NULL;
+        if (nrun > j->st.running_max)
+            j->st.running_max = nrun;
         pthread_cond_broadcast(&j->cond);
         pthread_mutex_unlock(&j->lock);
 

@@ -110,6 +110,7 @@ struct hc_jobs_stats {
     uint64_t gone; /* jobs whose input was renamed or removed before they started */
     uint64_t tiles_from_cache, tiles_computed; /* tile-cache resume counters */
     int running, waiting;
+    int running_max; /* most jobs running at once since start */
 };
 void hc_jobs_stats(struct hc_jobs *j, struct hc_jobs_stats *s);
 

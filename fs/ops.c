@@ -747,13 +747,13 @@ root_xattr(struct hcfs *fs, const char *name, char *buf, size_t size)
         hc_tc_stats(fs->tc, &ts);
         n = snprintf(v, sizeof(v),
                      "jobs_queued %llu\njobs_run %llu\ncache_hits %llu\nshared %llu\n"
-                     "done %llu\nfailed %llu\ngone %llu\nrunning %d\nwaiting %d\n"
+                     "done %llu\nfailed %llu\ngone %llu\nrunning %d\nrunning_max %d\nwaiting %d\n"
                      "tiles_from_cache %llu\ntiles_computed %llu\nprobe_reads %llu\n"
                      "cache_bytes %llu\ncache_entries %llu\ncache_evicted %llu\n",
                      (unsigned long long)s.queued, (unsigned long long)s.runs,
                      (unsigned long long)s.cache_hits, (unsigned long long)s.shared,
                      (unsigned long long)s.done, (unsigned long long)s.failed,
-                     (unsigned long long)s.gone, s.running, s.waiting,
+                     (unsigned long long)s.gone, s.running, s.running_max, s.waiting,
                      (unsigned long long)s.tiles_from_cache, (unsigned long long)s.tiles_computed,
                      hc_probecache_reads(fs->probes), (unsigned long long)ts.bytes,
                      (unsigned long long)ts.entries, (unsigned long long)ts.evicted);

@@ -629,6 +629,9 @@ def case_svc_readers():
         check(rc == 0 and data == refs[n], "%s: rc %d %s" % (n, rc, err))
     want = sum(ntiles(200 + k, 150 + k) for k in range(1, 16))
     check(svc.tiles() - t0 == want, "16 files: %d tiles, want %d" % (svc.tiles() - t0, want))
+    s = m.stat()
+    log("16 files: at most %d jobs ran at once (jobs=8)" % s["running_max"])
+    check(s["running_max"] >= 2, "the files were not upscaled concurrently: %s" % s)
 
     # second read: from the cache, nothing sent
     t0, b0 = svc.tiles(), svc.bytes_in()
