@@ -353,8 +353,8 @@ cmd_split(int argc, char **argv)
         return res;
     if (argc - optind != 2)
         return usage_error("%s", "split needs IN and DIR");
-    if (hc_tileset_split(argv[optind], argv[optind + 1], a.up.scale,
-                         a.tile_given ? a.up.tile : 256, &a.up.limits))
+    if (hc_tileset_split(argv[optind], argv[optind + 1], a.up.scale, a.tile_given ? a.up.tile : 256,
+                         &a.up.limits))
         return fail_on(argv[optind]);
     return 0;
 }
@@ -395,8 +395,7 @@ cmd_probe(int argc, char **argv)
             continue;
         }
         printf("%s: %s %dx%d %d channel%s %d-bit\n", argv[i], hc_format_name(info.format),
-               info.width, info.height, info.channels, info.channels == 1 ? "" : "s",
-               info.depth);
+               info.width, info.height, info.channels, info.channels == 1 ? "" : "s", info.depth);
     }
     return status;
 }

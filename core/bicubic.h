@@ -6,9 +6,10 @@
  * round-half-even for the first 8*floor(n/8) samples of each whole output row (n = output
  * width * channels), (v + 2^21) >> 22 for the rest (the integer formula alone differs from
  * cv2 by 1 on exact ties, even at x2; core/bicubic_simd.h has the exact operation order);
- * float weights and round-half-even for 16 bit. Because positions come from global indices and taps are clamped to the global
- * image, any output rectangle computed from a source window that holds its padded source
- * rectangle (hc_tile_src_rect) is byte-identical to the same pixels of an untiled run.
+ * float weights and round-half-even for 16 bit. Because positions come from global indices and taps
+ * are clamped to the global image, any output rectangle computed from a source window that holds
+ * its padded source rectangle (hc_tile_src_rect) is byte-identical to the same pixels of an untiled
+ * run.
  */
 #ifndef HC_BICUBIC_H
 #define HC_BICUBIC_H

@@ -25,7 +25,7 @@ extern "C" {
 
 /* Colour metadata carried from input to output unchanged. */
 struct hc_meta {
-    uint8_t *icc;  /* ICC profile (JPEG APP2 chunks joined / PNG iCCP inflated), or NULL */
+    uint8_t *icc; /* ICC profile (JPEG APP2 chunks joined / PNG iCCP inflated), or NULL */
     size_t icc_len;
     uint8_t *exif; /* EXIF payload starting at the TIFF header ("II*\0" / "MM\0*"), or NULL */
     size_t exif_len;

@@ -50,7 +50,7 @@ struct hc_image_info {
  * data + r * stride. */
 struct hc_view {
     uint8_t *data;
-    size_t stride; /* bytes between rows */
+    size_t stride;  /* bytes between rows */
     int x, y, w, h; /* global rectangle the window covers */
     int channels;   /* 1..4 */
     int depth;      /* 8 or 16 */

@@ -209,10 +209,16 @@ local_worker(void *arg)
         if (i >= lw->n || atomic_load(&lw->err))
             break;
         t = &lw->tiles[i];
-        src = (struct hc_view){(uint8_t *)t->src_px, (size_t)t->src.w * bpp, t->src.x, t->src.y,
-                               t->src.w, t->src.h, lw->g->channels, lw->g->depth};
-        dst = (struct hc_view){t->out_px, (size_t)t->out.w * bpp, t->out.x, t->out.y,
-                               t->out.w, t->out.h, lw->g->channels, lw->g->depth};
+        src = (struct hc_view){(uint8_t *)t->src_px,
+                               (size_t)t->src.w * bpp,
+                               t->src.x,
+                               t->src.y,
+                               t->src.w,
+                               t->src.h,
+                               lw->g->channels,
+                               lw->g->depth};
+        dst = (struct hc_view){t->out_px, (size_t)t->out.w * bpp, t->out.x,    t->out.y, t->out.w,
+                               t->out.h,  lw->g->channels,        lw->g->depth};
         res = hc_bicubic_resize(&src, lw->g->src_w, lw->g->src_h, lw->g->scale, &dst, 1);
         if (res) {
             pthread_mutex_lock(&lw->mu);
@@ -375,8 +381,7 @@ run_tiled(struct hc_reader *r, struct hc_window *win, struct wqueue *q, const st
                                t->index, t->src.w, t->src.h, sw, sh);
                 goto out;
             }
-            hc_tile_extract(&src, &t->src, src_slab + src_cap * (size_t)tx,
-                            (size_t)t->src.w * bpp);
+            hc_tile_extract(&src, &t->src, src_slab + src_cap * (size_t)tx, (size_t)t->src.w * bpp);
             t->src_px = src_slab + src_cap * (size_t)tx;
             t->out_px = out_slab + out_cap * (size_t)tx;
         }
@@ -384,8 +389,8 @@ run_tiled(struct hc_reader *r, struct hc_window *win, struct wqueue *q, const st
         if (res)
             goto out;
         for (int tx = 0; tx < ncol; tx++) {
-            res = hc_stitch_put(st, &tiles[tx].out, tiles[tx].out_px,
-                                (size_t)tiles[tx].out.w * bpp);
+            res =
+                hc_stitch_put(st, &tiles[tx].out, tiles[tx].out_px, (size_t)tiles[tx].out.w * bpp);
             if (res)
                 goto out;
         }
@@ -431,20 +436,19 @@ hc_upscale_file(const char *in, const char *out, const struct hc_upscale_opts *o
     dst_w = (int64_t)info->width * o->scale;
     dst_h = (int64_t)info->height * o->scale;
     if (dst_w > 1000000 || dst_h > 1000000) {
-        res = hc_error(-EFBIG, "upscale", "output of %lldx%lld is too large",
-                       (long long)dst_w, (long long)dst_h);
+        res = hc_error(-EFBIG, "upscale", "output of %lldx%lld is too large", (long long)dst_w,
+                       (long long)dst_h);
         goto out;
     }
-    g = (struct hc_job_geom){info->width, info->height, o->scale, info->channels, info->depth,
-                             o->filter};
+    g = (struct hc_job_geom){info->width,    info->height, o->scale,
+                             info->channels, info->depth,  o->filter};
 
     wo = o->writer;
     if (wo.format == HC_FORMAT_UNKNOWN)
         wo.format = hc_format_from_path(out);
     if (wo.format == HC_FORMAT_UNKNOWN)
         wo.format = hc_format_writable(info->format);
-    oinfo = (struct hc_image_info){wo.format, (int)dst_w, (int)dst_h, info->channels,
-                                   info->depth};
+    oinfo = (struct hc_image_info){wo.format, (int)dst_w, (int)dst_h, info->channels, info->depth};
     res = hc_writer_open(out, &oinfo, &wo, hc_reader_meta(r), &w);
     if (res)
         goto out;
@@ -454,30 +458,29 @@ hc_upscale_file(const char *in, const char *out, const struct hc_upscale_opts *o
         tile = DEFAULT_REMOTE_TILE;
     if (tile && ((dst_w + tile - 1) / tile) * ((dst_h + tile - 1) / tile) > UINT32_MAX) {
         /* tile numbers are uint32 (the wire, the cache): more would repeat numbers */
-        res = hc_error(-EINVAL, "upscale", "%lld tiles of %d px are too many; use a larger tile",
-                       (long long)(((dst_w + tile - 1) / tile) * ((dst_h + tile - 1) / tile)),
-                       tile);
+        res =
+            hc_error(-EINVAL, "upscale", "%lld tiles of %d px are too many; use a larger tile",
+                     (long long)(((dst_w + tile - 1) / tile) * ((dst_h + tile - 1) / tile)), tile);
         goto out;
     }
     band_h = tile ? tile : UNTILED_BAND_ROWS;
     if (band_h > dst_h)
         band_h = (int)dst_h;
 
-    res = hc_window_init(&win, info->width, info->channels, info->depth,
-                         hc_window_rows_for_bands(info->width, info->height, o->scale,
-                                                  (int)dst_h, band_h));
+    res = hc_window_init(
+        &win, info->width, info->channels, info->depth,
+        hc_window_rows_for_bands(info->width, info->height, o->scale, (int)dst_h, band_h));
     if (res)
         goto out;
 
-    res = wqueue_start(&q, w, (size_t)dst_w * hc_pixel_bytes(info->channels, info->depth),
-                       band_h);
+    res = wqueue_start(&q, w, (size_t)dst_w * hc_pixel_bytes(info->channels, info->depth), band_h);
     if (res)
         goto out;
     q_started = 1;
 
     if (tile)
-        res = run_tiled(r, &win, &q, &g, (int)dst_w, (int)dst_h, tile,
-                        be ? be : &local_bounded, be ? be_ctx : (void *)&o->nthreads, o);
+        res = run_tiled(r, &win, &q, &g, (int)dst_w, (int)dst_h, tile, be ? be : &local_bounded,
+                        be ? be_ctx : (void *)&o->nthreads, o);
     else
         res = run_untiled(r, &win, &q, &g, (int)dst_w, (int)dst_h, band_h, o);
     {

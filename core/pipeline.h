@@ -30,11 +30,11 @@ struct hc_job_geom {
 };
 
 struct hc_tile {
-    uint32_t index;         /* row-major number in the job's tile grid */
-    struct hc_rect out;     /* output rectangle, global output coordinates */
-    struct hc_rect src;     /* padded source rectangle (hc_tile_src_rect), global source */
-    const uint8_t *src_px;  /* src.w x src.h pixels, packed rows */
-    uint8_t *out_px;        /* out.w x out.h pixels, packed rows: the backend fills them */
+    uint32_t index;        /* row-major number in the job's tile grid */
+    struct hc_rect out;    /* output rectangle, global output coordinates */
+    struct hc_rect src;    /* padded source rectangle (hc_tile_src_rect), global source */
+    const uint8_t *src_px; /* src.w x src.h pixels, packed rows */
+    uint8_t *out_px;       /* out.w x out.h pixels, packed rows: the backend fills them */
 };
 
 /* Something that upscales tiles: in-process (hc_backend_local), over HTTP (fs/, cli/). */
@@ -52,15 +52,15 @@ extern const struct hc_tile_backend hc_backend_local;
 typedef void (*hc_progress_fn)(void *ctx, uint64_t done, uint64_t total);
 
 struct hc_upscale_opts {
-    int scale;                    /* 1..HC_MAX_SCALE */
-    int tile;                     /* output tile edge; 0: untiled bands (in-process), 256 with a backend */
+    int scale; /* 1..HC_MAX_SCALE */
+    int tile;  /* output tile edge; 0: untiled bands (in-process), 256 with a backend */
     enum hc_filter filter;
     struct hc_writer_opts writer; /* writer.format 0: from the output name, else the input's */
     struct hc_limits limits;
-    int nthreads;                 /* for in-process work; 0 = all CPUs */
-    hc_progress_fn progress;      /* optional; called from the job's thread */
+    int nthreads;            /* for in-process work; 0 = all CPUs */
+    hc_progress_fn progress; /* optional; called from the job's thread */
     void *progress_ctx;
-    const volatile int *cancel;   /* optional: the job stops with -ECANCELED once *cancel != 0 */
+    const volatile int *cancel; /* optional: the job stops with -ECANCELED once *cancel != 0 */
 };
 
 /* Defaults: scale 2, tile 0, bicubic, format from the name, quality 95, default limits. */

@@ -19,7 +19,7 @@ struct hc_stitch {
     size_t bpp, stride;
     hc_row_sink sink;
     void *sink_ctx;
-    int next;      /* first band not yet handed to the sink */
+    int next; /* first band not yet handed to the sink */
     int rows_done;
     struct band *bands;
 };
@@ -94,17 +94,16 @@ hc_stitch_put(struct hc_stitch *s, const struct hc_rect *r, const uint8_t *px, s
     struct band *b;
     int bi, rows;
 
-    if (r->w <= 0 || r->h <= 0 || r->x < 0 || r->y < 0 || r->x > s->w - r->w ||
-        r->y > s->h - r->h)
-        return hc_error(-EINVAL, "stitch", "tile %d,%d %dx%d lies outside the %dx%d image",
-                        r->x, r->y, r->w, r->h, s->w, s->h);
+    if (r->w <= 0 || r->h <= 0 || r->x < 0 || r->y < 0 || r->x > s->w - r->w || r->y > s->h - r->h)
+        return hc_error(-EINVAL, "stitch", "tile %d,%d %dx%d lies outside the %dx%d image", r->x,
+                        r->y, r->w, r->h, s->w, s->h);
     bi = r->y / s->band_h;
     if ((r->y + r->h - 1) / s->band_h != bi)
         return hc_error(-EINVAL, "stitch", "tile at row %d (%d rows) crosses a band edge", r->y,
                         r->h);
     if (bi < s->next)
-        return hc_error(-EINVAL, "stitch", "tile at %d,%d arrived after its band was written",
-                        r->x, r->y);
+        return hc_error(-EINVAL, "stitch", "tile at %d,%d arrived after its band was written", r->x,
+                        r->y);
     b = &s->bands[bi];
     rows = band_rows(s, bi);
     if (!b->px) {
@@ -121,15 +120,14 @@ hc_stitch_put(struct hc_stitch *s, const struct hc_rect *r, const uint8_t *px, s
         uint8_t *g = b->given + (size_t)(r->y - bi * s->band_h + y) * (size_t)s->w + r->x;
 
         if (memchr(g, 1, (size_t)r->w))
-            return hc_error(-EINVAL, "stitch", "tile at %d,%d overlaps pixels already given",
-                            r->x, r->y);
+            return hc_error(-EINVAL, "stitch", "tile at %d,%d overlaps pixels already given", r->x,
+                            r->y);
     }
     for (int y = 0; y < r->h; y++)
         memset(b->given + (size_t)(r->y - bi * s->band_h + y) * (size_t)s->w + r->x, 1,
                (size_t)r->w);
     {
-        struct hc_view v = {b->px, s->stride, 0, bi * s->band_h, s->w, rows, s->channels,
-                            s->depth};
+        struct hc_view v = {b->px, s->stride, 0, bi * s->band_h, s->w, rows, s->channels, s->depth};
 
         hc_tile_paste(&v, r, px, stride);
     }

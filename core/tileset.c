@@ -178,8 +178,8 @@ hc_tileset_split(const char *in, const char *dir, int scale, int tile, const str
         goto out;
     }
     fprintf(man, MANIFEST_MAGIC "\nimage %d %d %d %d %s\nscale %d\ntile %d\ntiles %d\n",
-            info->width, info->height, info->channels, info->depth,
-            hc_format_name(info->format), scale, tile, ncol * nrow);
+            info->width, info->height, info->channels, info->depth, hc_format_name(info->format),
+            scale, tile, ncol * nrow);
     if (meta->icc_len && (res = write_blob(dir, "meta.icc", meta->icc, meta->icc_len)))
         goto out;
     if (meta->exif_len && (res = write_blob(dir, "meta.exif", meta->exif, meta->exif_len)))
@@ -190,7 +190,8 @@ hc_tileset_split(const char *in, const char *dir, int scale, int tile, const str
     if (res)
         goto out;
     for (int ty = 0; ty < nrow; ty++) {
-        struct hc_rect band = {0, ty * tile, dst_w, tile < dst_h - ty * tile ? tile : dst_h - ty * tile};
+        struct hc_rect band = {0, ty * tile, dst_w,
+                               tile < dst_h - ty * tile ? tile : dst_h - ty * tile};
         struct hc_rect need;
         struct hc_view v;
 
@@ -201,8 +202,8 @@ hc_tileset_split(const char *in, const char *dir, int scale, int tile, const str
         hc_window_view(&win, &v);
         for (int tx = 0; tx < ncol; tx++) {
             int idx = ty * ncol + tx;
-            struct hc_rect o = {tx * tile, band.y, tile < dst_w - tx * tile ? tile : dst_w - tx * tile,
-                                band.h};
+            struct hc_rect o = {tx * tile, band.y,
+                                tile < dst_w - tx * tile ? tile : dst_w - tx * tile, band.h};
             struct hc_rect s;
             struct hc_image_info ti;
             struct hc_writer_opts wo = {HC_FORMAT_PNG, 0, 1};

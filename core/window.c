@@ -40,7 +40,7 @@ hc_window_need(struct hc_window *win, struct hc_reader *r, int ylo, int yhi)
     if (yhi - ylo + 1 > win->cap)
         return hc_error(-EINVAL, "window", "%d rows needed, window holds %d", yhi - ylo + 1,
                         win->cap);
-    if (ylo >= win->y0 + win->rows) { /* nothing kept is needed: skip ahead */
+    if (ylo >= win->y0 + win->rows) {   /* nothing kept is needed: skip ahead */
         int next = win->y0 + win->rows; /* the next row the reader gives */
 
         while (next < ylo) {
@@ -77,8 +77,8 @@ hc_window_need(struct hc_window *win, struct hc_reader *r, int ylo, int yhi)
 void
 hc_window_view(const struct hc_window *win, struct hc_view *v)
 {
-    *v = (struct hc_view){win->buf, win->stride, 0,          win->y0,
-                          win->w,   win->rows,   win->channels, win->depth};
+    *v = (struct hc_view){win->buf,  win->stride,   0,         win->y0, win->w,
+                          win->rows, win->channels, win->depth};
 }
 
 int

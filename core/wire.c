@@ -78,8 +78,8 @@ hc_wire_check_tile(const struct hc_wire_tile *t)
     struct hc_rect need;
 
     if (t->channels < 1 || t->channels > HC_MAX_CHANNELS)
-        return hc_error(-EINVAL, "wire", "tile %u: %u channels (1-%d allowed)", t->id,
-                        t->channels, HC_MAX_CHANNELS);
+        return hc_error(-EINVAL, "wire", "tile %u: %u channels (1-%d allowed)", t->id, t->channels,
+                        HC_MAX_CHANNELS);
     if (t->depth != 8 && t->depth != 16)
         return hc_error(-EINVAL, "wire", "tile %u: depth %u (8 or 16 allowed)", t->id, t->depth);
     if (t->scale < 1 || t->scale > HC_MAX_SCALE)
@@ -102,9 +102,9 @@ hc_wire_check_tile(const struct hc_wire_tile *t)
                         t->src.x, t->src.y, t->src.w, t->src.h, t->image_w, t->image_h);
     hc_tile_src_rect((int)t->image_w, (int)t->image_h, t->scale, &t->out, &need);
     if (memcmp(&need, &t->src, sizeof need) != 0)
-        return hc_error(-EINVAL, "wire",
-                        "tile %u: source rect %d,%d %dx%d is not the padded rect %d,%d %dx%d", t->id,
-                        t->src.x, t->src.y, t->src.w, t->src.h, need.x, need.y, need.w, need.h);
+        return hc_error(
+            -EINVAL, "wire", "tile %u: source rect %d,%d %dx%d is not the padded rect %d,%d %dx%d",
+            t->id, t->src.x, t->src.y, t->src.w, t->src.h, need.x, need.y, need.w, need.h);
     return 0;
 }
 
@@ -235,8 +235,7 @@ hc_wire_parse(uint32_t magic, const uint8_t *buf, size_t len, struct hc_wire_til
                         HC_WIRE_VERSION);
     count = get_u16(buf + 6);
     if (count < 1 || count > HC_WIRE_MAX_TILES)
-        return hc_error(-EINVAL, "wire", "tile count %u (1-%d allowed)", count,
-                        HC_WIRE_MAX_TILES);
+        return hc_error(-EINVAL, "wire", "tile count %u (1-%d allowed)", count, HC_WIRE_MAX_TILES);
     if (count > max)
         return hc_error(-E2BIG, "wire", "%u tiles in one message (at most %zu accepted)", count,
                         max);

@@ -63,8 +63,7 @@ int hc_wire_encode(uint32_t magic, const struct hc_wire_tile *tiles, const uint8
  * bytes) into buf, for a writer that places the pixels itself (the service computes output
  * tiles straight into the response body). Tiles are checked as hc_wire_encode() does.
  * Returns 0 or -EINVAL. */
-int hc_wire_encode_header(uint32_t magic, const struct hc_wire_tile *tiles, size_t n,
-                          uint8_t *buf);
+int hc_wire_encode_header(uint32_t magic, const struct hc_wire_tile *tiles, size_t n, uint8_t *buf);
 
 /* Parses a message of the given magic held in buf[0..len): checks magic, version, count
  * and every descriptor, and that the body length is exactly what the descriptors say,

@@ -31,8 +31,8 @@ cpu_init(const struct hc_backend_opts *opts, void **ctx)
 }
 
 static int
-cpu_run(void *ctx, const struct hc_wire_tile *tiles, const uint8_t *const *src,
-        uint8_t *const *dst, size_t n, int *device)
+cpu_run(void *ctx, const struct hc_wire_tile *tiles, const uint8_t *const *src, uint8_t *const *dst,
+        size_t n, int *device)
 {
     const struct cpu_ctx *c = ctx;
 
@@ -41,12 +41,12 @@ cpu_run(void *ctx, const struct hc_wire_tile *tiles, const uint8_t *const *src,
         const struct hc_wire_tile *t = &tiles[i];
         size_t pb = hc_pixel_bytes(t->channels, t->depth);
         /* The views only read src; hc_view has no const variant. */
-        struct hc_view sv = {(uint8_t *)src[i], (size_t)t->src.w * pb, t->src.x, t->src.y,
-                             t->src.w, t->src.h, t->channels, t->depth};
-        struct hc_view dv = {dst[i], (size_t)t->out.w * pb, t->out.x, t->out.y,
-                             t->out.w, t->out.h, t->channels, t->depth};
-        int rc = hc_bicubic_resize(&sv, (int)t->image_w, (int)t->image_h, t->scale, &dv,
-                                   c->threads);
+        struct hc_view sv = {(uint8_t *)src[i], (size_t)t->src.w * pb, t->src.x, t->src.y, t->src.w,
+                             t->src.h,          t->channels,           t->depth};
+        struct hc_view dv = {dst[i],   (size_t)t->out.w * pb, t->out.x, t->out.y, t->out.w,
+                             t->out.h, t->channels,           t->depth};
+        int rc =
+            hc_bicubic_resize(&sv, (int)t->image_w, (int)t->image_h, t->scale, &dv, c->threads);
         if (rc)
             return rc;
     }
@@ -132,8 +132,9 @@ cuda_init(const struct hc_backend_opts *opts, void **ctx)
 {
     (void)opts;
     (void)ctx;
-    return hc_error(-ENOTSUP, "cuda", "not built in (configure with -DHC_WITH_CUDA=ON on a "
-                                      "machine with the CUDA toolkit)");
+    return hc_error(-ENOTSUP, "cuda",
+                    "not built in (configure with -DHC_WITH_CUDA=ON on a "
+                    "machine with the CUDA toolkit)");
 }
 #define cuda_run NULL
 #define cuda_ping NULL
@@ -157,8 +158,8 @@ hc_backend_find(const char *name)
 }
 
 int
-hc_backend_open(const char *name, const struct hc_backend_opts *opts,
-                const struct hc_backend **out, void **ctx)
+hc_backend_open(const char *name, const struct hc_backend_opts *opts, const struct hc_backend **out,
+                void **ctx)
 {
     const struct hc_backend *b;
     int rc;
@@ -172,8 +173,7 @@ hc_backend_open(const char *name, const struct hc_backend_opts *opts,
             *out = b;
             return 0;
         }
-        hc_log(HC_LOG_INFO, "backend", "auto: chose cpu (cuda unavailable: %s)",
-               hc_last_error());
+        hc_log(HC_LOG_INFO, "backend", "auto: chose cpu (cuda unavailable: %s)", hc_last_error());
         name = "cpu";
     }
     b = hc_backend_find(name);

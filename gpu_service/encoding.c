@@ -213,8 +213,8 @@ out:
 }
 
 int
-hc_encoding_decode(enum hc_encoding enc, const uint8_t *in, size_t len, size_t max,
-                   uint8_t **out, size_t *out_len)
+hc_encoding_decode(enum hc_encoding enc, const uint8_t *in, size_t len, size_t max, uint8_t **out,
+                   size_t *out_len)
 {
     uint8_t *b;
 

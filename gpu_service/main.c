@@ -49,8 +49,8 @@ num(const char *arg, const char *name, long long lo, long long hi, long long *v)
     errno = 0;
     *v = strtoll(arg, &end, 10);
     if (errno || end == arg || *end || *v < lo || *v > hi) {
-        fprintf(stderr, "hc-gpu-service: %s wants a number in %lld..%lld, not '%s'\n", name, lo,
-                hi, arg);
+        fprintf(stderr, "hc-gpu-service: %s wants a number in %lld..%lld, not '%s'\n", name, lo, hi,
+                arg);
         return -1;
     }
     return 0;
@@ -60,9 +60,26 @@ int
 main(int argc, char **argv)
 {
     enum {
-        O_LISTEN = 256, O_BACKEND, O_TOKEN, O_INSECURE, O_JOBS, O_QUEUE, O_THREADS, O_CPUT,
-        O_BODY, O_TILES, O_TPX, O_RPX, O_CONNS, O_PERIP, O_CTO, O_RTO, O_DTO, O_VERBOSE,
-        O_HELP, O_VERSION
+        O_LISTEN = 256,
+        O_BACKEND,
+        O_TOKEN,
+        O_INSECURE,
+        O_JOBS,
+        O_QUEUE,
+        O_THREADS,
+        O_CPUT,
+        O_BODY,
+        O_TILES,
+        O_TPX,
+        O_RPX,
+        O_CONNS,
+        O_PERIP,
+        O_CTO,
+        O_RTO,
+        O_DTO,
+        O_VERBOSE,
+        O_HELP,
+        O_VERSION
     };
     static const struct option longopts[] = {
         {"listen", required_argument, NULL, O_LISTEN},
@@ -97,33 +114,62 @@ main(int argc, char **argv)
     while ((opt = getopt_long(argc, argv, "", longopts, NULL)) != -1) {
         const char *a = optarg;
         switch (opt) {
-        case O_LISTEN: o.listen = a; break;
-        case O_BACKEND: o.backend = a; break;
-        case O_TOKEN: o.token_file = a; break;
-        case O_INSECURE: o.insecure_public = 1; break;
+        case O_LISTEN:
+            o.listen = a;
+            break;
+        case O_BACKEND:
+            o.backend = a;
+            break;
+        case O_TOKEN:
+            o.token_file = a;
+            break;
+        case O_INSECURE:
+            o.insecure_public = 1;
+            break;
 #define NUM(field, name, lo, hi)                                                                   \
-    if (num(a, name, lo, hi, &v))                                                              \
-        return 2;                                                                              \
-    field = v;                                                                                 \
+    if (num(a, name, lo, hi, &v))                                                                  \
+        return 2;                                                                                  \
+    field = v;                                                                                     \
     break
-        case O_JOBS: NUM(o.jobs, "--jobs", 1, 1024);
-        case O_QUEUE: NUM(o.queue, "--queue", 0, 100000);
-        case O_THREADS: NUM(o.threads, "--threads", 1, 1024);
-        case O_CPUT: NUM(o.cpu_threads, "--cpu-threads", 0, 1024);
-        case O_BODY: NUM(o.max_body, "--max-body", 64, 1LL << 40);
-        case O_TILES: NUM(o.max_tiles, "--max-tiles", 1, 4096);
-        case O_TPX: NUM(o.max_tile_pixels, "--max-tile-pixels", 1, 1LL << 40);
-        case O_RPX: NUM(o.max_request_pixels, "--max-request-pixels", 1, 1LL << 40);
-        case O_CONNS: NUM(o.max_connections, "--max-connections", 1, 1000000);
-        case O_PERIP: NUM(o.max_per_ip, "--max-per-ip", 1, 1000000);
-        case O_CTO: NUM(o.conn_timeout, "--conn-timeout", 1, 86400);
-        case O_RTO: NUM(o.request_timeout, "--request-timeout", 1, 86400);
-        case O_DTO: NUM(drain_timeout, "--drain-timeout", 0, 86400);
+        case O_JOBS:
+            NUM(o.jobs, "--jobs", 1, 1024);
+        case O_QUEUE:
+            NUM(o.queue, "--queue", 0, 100000);
+        case O_THREADS:
+            NUM(o.threads, "--threads", 1, 1024);
+        case O_CPUT:
+            NUM(o.cpu_threads, "--cpu-threads", 0, 1024);
+        case O_BODY:
+            NUM(o.max_body, "--max-body", 64, 1LL << 40);
+        case O_TILES:
+            NUM(o.max_tiles, "--max-tiles", 1, 4096);
+        case O_TPX:
+            NUM(o.max_tile_pixels, "--max-tile-pixels", 1, 1LL << 40);
+        case O_RPX:
+            NUM(o.max_request_pixels, "--max-request-pixels", 1, 1LL << 40);
+        case O_CONNS:
+            NUM(o.max_connections, "--max-connections", 1, 1000000);
+        case O_PERIP:
+            NUM(o.max_per_ip, "--max-per-ip", 1, 1000000);
+        case O_CTO:
+            NUM(o.conn_timeout, "--conn-timeout", 1, 86400);
+        case O_RTO:
+            NUM(o.request_timeout, "--request-timeout", 1, 86400);
+        case O_DTO:
+            NUM(drain_timeout, "--drain-timeout", 0, 86400);
 #undef NUM
-        case O_VERBOSE: hc_log_set_level(HC_LOG_DEBUG); break;
-        case O_HELP: usage(stdout); return 0;
-        case O_VERSION: printf("hc-gpu-service %s\n", HC_VERSION); return 0;
-        default: usage(stderr); return 2;
+        case O_VERBOSE:
+            hc_log_set_level(HC_LOG_DEBUG);
+            break;
+        case O_HELP:
+            usage(stdout);
+            return 0;
+        case O_VERSION:
+            printf("hc-gpu-service %s\n", HC_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return 2;
         }
     }
     if (optind < argc) {

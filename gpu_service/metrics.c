@@ -14,7 +14,7 @@ static const int status_codes[] = {200, 400, 401, 404, 405, 413, 415, 422, 429, 
 static const double buckets[] = {0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30};
 #define NBUCKETS (sizeof buckets / sizeof buckets[0])
 static const char *const error_names[HC_ERR_COUNT] = {
-    "bad_request", "unauthorized", "not_found", "method", "too_large", "unsupported",
+    "bad_request", "unauthorized", "not_found", "method",      "too_large", "unsupported",
     "limits",      "overloaded",   "backend",   "unavailable", "aborted"};
 
 struct hc_metrics {
@@ -114,8 +114,7 @@ struct text {
     int failed;
 };
 
-static void __attribute__((format(printf, 2, 3)))
-add(struct text *t, const char *fmt, ...)
+static void __attribute__((format(printf, 2, 3))) add(struct text *t, const char *fmt, ...)
 {
     va_list ap;
     int n;
@@ -160,32 +159,37 @@ hc_metrics_render(struct hc_metrics *m, int queued, int running, int inflight, c
         add(&t, "hc_requests_total{code=\"%d\"} %llu\n", status_codes[i],
             (unsigned long long)m->by_status[i]);
     add(&t, "hc_requests_total{code=\"other\"} %llu\n", (unsigned long long)m->by_status[NSTATUS]);
-    add(&t, "# HELP hc_tiles_total Tiles upscaled.\n# TYPE hc_tiles_total counter\n"
-            "hc_tiles_total %llu\n",
+    add(&t,
+        "# HELP hc_tiles_total Tiles upscaled.\n# TYPE hc_tiles_total counter\n"
+        "hc_tiles_total %llu\n",
         (unsigned long long)m->tiles);
-    add(&t, "# HELP hc_bytes_in_total Request body bytes received (as sent, compressed or not).\n"
-            "# TYPE hc_bytes_in_total counter\nhc_bytes_in_total %llu\n",
+    add(&t,
+        "# HELP hc_bytes_in_total Request body bytes received (as sent, compressed or not).\n"
+        "# TYPE hc_bytes_in_total counter\nhc_bytes_in_total %llu\n",
         (unsigned long long)m->bytes_in);
-    add(&t, "# HELP hc_bytes_out_total Response body bytes sent.\n"
-            "# TYPE hc_bytes_out_total counter\nhc_bytes_out_total %llu\n",
+    add(&t,
+        "# HELP hc_bytes_out_total Response body bytes sent.\n"
+        "# TYPE hc_bytes_out_total counter\nhc_bytes_out_total %llu\n",
         (unsigned long long)m->bytes_out);
     add(&t, "# HELP hc_request_duration_seconds Time from request to response.\n"
             "# TYPE hc_request_duration_seconds histogram\n");
     for (size_t b = 0; b < NBUCKETS; b++)
         add(&t, "hc_request_duration_seconds_bucket{le=\"%g\"} %llu\n", buckets[b],
             (unsigned long long)m->hist[b]);
-    add(&t, "hc_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n",
-        (unsigned long long)m->count);
+    add(&t, "hc_request_duration_seconds_bucket{le=\"+Inf\"} %llu\n", (unsigned long long)m->count);
     add(&t, "hc_request_duration_seconds_sum %.6f\nhc_request_duration_seconds_count %llu\n",
         m->sum, (unsigned long long)m->count);
-    add(&t, "# HELP hc_queue_depth Jobs waiting for a worker.\n# TYPE hc_queue_depth gauge\n"
-            "hc_queue_depth %d\n",
+    add(&t,
+        "# HELP hc_queue_depth Jobs waiting for a worker.\n# TYPE hc_queue_depth gauge\n"
+        "hc_queue_depth %d\n",
         queued);
-    add(&t, "# HELP hc_jobs_running Jobs on a backend now.\n# TYPE hc_jobs_running gauge\n"
-            "hc_jobs_running %d\n",
+    add(&t,
+        "# HELP hc_jobs_running Jobs on a backend now.\n# TYPE hc_jobs_running gauge\n"
+        "hc_jobs_running %d\n",
         running);
-    add(&t, "# HELP hc_requests_in_flight Upscale requests admitted and not yet answered.\n"
-            "# TYPE hc_requests_in_flight gauge\nhc_requests_in_flight %d\n",
+    add(&t,
+        "# HELP hc_requests_in_flight Upscale requests admitted and not yet answered.\n"
+        "# TYPE hc_requests_in_flight gauge\nhc_requests_in_flight %d\n",
         inflight);
     add(&t, "# HELP hc_backend_busy_seconds_total Time devices spent on jobs.\n"
             "# TYPE hc_backend_busy_seconds_total counter\n");

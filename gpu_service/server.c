@@ -209,8 +209,8 @@ error_kind(int status)
 }
 
 /* Builds the JSON error answer {"error": ..., "detail": ...} into req (not yet queued). */
-static void
-set_error(struct req *rq, int status, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void set_error(struct req *rq, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void
 set_error(struct req *rq, int status, const char *fmt, ...)
 {
@@ -309,8 +309,7 @@ job_run(void *arg)
     rc = s->backend->run(s->bctx, rq->tiles, rq->pixels, dst, rq->ntiles, &device);
     hc_metrics_busy(s->metrics, device, now_s() - t0);
     if (rc) {
-        hc_log(HC_LOG_ERROR, "service", "backend %s failed: %s", s->backend->name,
-               hc_last_error());
+        hc_log(HC_LOG_ERROR, "service", "backend %s failed: %s", s->backend->name, hc_last_error());
         set_error(rq, 500, "backend %s: %s", s->backend->name, hc_last_error());
         goto out;
     }
@@ -330,8 +329,7 @@ job_run(void *arg)
         goto out;
     }
     out = NULL; /* owned by the response now */
-    MHD_add_response_header(rq->response, MHD_HTTP_HEADER_CONTENT_TYPE,
-                            "application/x-hc-tiles");
+    MHD_add_response_header(rq->response, MHD_HTTP_HEADER_CONTENT_TYPE, "application/x-hc-tiles");
     if (rq->out_enc != HC_ENC_IDENTITY)
         MHD_add_response_header(rq->response, MHD_HTTP_HEADER_CONTENT_ENCODING,
                                 hc_encoding_name(rq->out_enc));
@@ -401,8 +399,9 @@ admit(struct req *rq)
         total_px += px;
     }
     if (total_px > s->o.max_request_pixels) {
-        set_error(rq, 422, "%llu output pixels in one request, the limit is %llu "
-                           "(--max-request-pixels)",
+        set_error(rq, 422,
+                  "%llu output pixels in one request, the limit is %llu "
+                  "(--max-request-pixels)",
                   (unsigned long long)total_px, (unsigned long long)s->o.max_request_pixels);
         return queue(rq);
     }
@@ -447,8 +446,7 @@ answer_get(struct req *rq)
         if (draining) {
             set_error(rq, 503, "draining: shutting down");
         } else if (s->backend->ping(s->bctx) != 0) {
-            set_error(rq, 503, "backend %s does not answer: %s", s->backend->name,
-                      hc_last_error());
+            set_error(rq, 503, "backend %s does not answer: %s", s->backend->name, hc_last_error());
         } else {
             char body[256];
             int n = snprintf(body, sizeof body, "{\"status\":\"ready\",\"backend\":\"%s\"}\n",
@@ -672,8 +670,8 @@ on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
             inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, peer,
                       sizeof peer);
         else if (sa->sa_family == AF_INET6)
-            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr,
-                      peer, sizeof peer);
+            inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, peer,
+                      sizeof peer);
     }
     if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK) {
         hc_metrics_request(s->metrics, rq->status, secs, rq->len, rq->bytes_out,
@@ -682,13 +680,13 @@ on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
                rq->method, rq->path, rq->status, rq->status == 200 ? rq->ntiles : 0, rq->len,
                (unsigned long long)rq->bytes_out, secs * 1e3, peer);
     } else {
-        static const char *const why[] = {"ok", "error", "timeout", "daemon shutdown",
+        static const char *const why[] = {"ok",         "error",       "timeout", "daemon shutdown",
                                           "read error", "client abort"};
         hc_metrics_request(s->metrics, 0, secs, rq->len, 0, 0);
         if (toe != MHD_REQUEST_TERMINATED_WITH_ERROR || rq->state != REQ_RECEIVING)
             hc_metrics_error(s->metrics, HC_ERR_ABORTED);
-        hc_log(HC_LOG_INFO, "http", "%s %s cut (%s%s) status=%d in=%zu ms=%.1f peer=%s",
-               rq->method, rq->path, (unsigned)toe < 6 ? why[toe] : "?",
+        hc_log(HC_LOG_INFO, "http", "%s %s cut (%s%s) status=%d in=%zu ms=%.1f peer=%s", rq->method,
+               rq->path, (unsigned)toe < 6 ? why[toe] : "?",
                rq->conn && rq->conn->cut ? ", request timeout" : "", rq->status, rq->len,
                secs * 1e3, peer);
     }
@@ -794,8 +792,7 @@ read_token(struct hc_service *s, const char *path)
     int rc = 0;
 
     if (!f)
-        return hc_error(-errno, "service", "cannot open token file %s: %s", path,
-                        strerror(errno));
+        return hc_error(-errno, "service", "cannot open token file %s: %s", path, strerror(errno));
     n = fread(s->token, 1, sizeof s->token - 1, f);
     s->token[n] = '\0';
     s->token[strcspn(s->token, "\r\n")] = '\0';
@@ -931,10 +928,10 @@ hc_service_start(const struct hc_service_opts *o, struct hc_service **out)
         flags, 0, NULL, NULL, on_request, s, MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss,
         MHD_OPTION_THREAD_POOL_SIZE, (unsigned)(o->threads > 0 ? o->threads : 1),
         MHD_OPTION_CONNECTION_LIMIT, (unsigned)o->max_connections,
-        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)o->max_per_ip,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned)o->conn_timeout, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, s, MHD_OPTION_NOTIFY_CONNECTION, on_connection, s,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s, MHD_OPTION_END);
+        MHD_OPTION_PER_IP_CONNECTION_LIMIT, (unsigned)o->max_per_ip, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned)o->conn_timeout, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, s,
+        MHD_OPTION_END);
     if (!s->mhd) {
         rc = hc_error(-EADDRINUSE, "service", "cannot listen on %s (in use, or not allowed)",
                       o->listen);
@@ -963,13 +960,12 @@ hc_service_start(const struct hc_service_opts *o, struct hc_service **out)
            s->token_len ? "on" : "off");
     *out = s;
     return 0;
-fail:
-    {
-        char why[512];
-        snprintf(why, sizeof why, "%s", hc_last_error());
-        hc_service_stop(s);
-        return hc_error_restore(rc, why);
-    }
+fail : {
+    char why[512];
+    snprintf(why, sizeof why, "%s", hc_last_error());
+    hc_service_stop(s);
+    return hc_error_restore(rc, why);
+}
 }
 
 int

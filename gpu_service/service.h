@@ -7,15 +7,15 @@
 #include <stdint.h>
 
 struct hc_service_opts {
-    const char *listen;     /* "HOST:PORT" ("[::1]:PORT" for IPv6); port 0 picks one */
-    const char *token_file; /* bearer token (first line), NULL = none */
-    int insecure_public;    /* allow a non-loopback address without a token */
-    const char *backend;    /* auto | cuda | cpu */
-    int jobs;               /* requests on the backend at once */
-    int queue;              /* requests waiting beyond those; more get 429 */
-    int threads;            /* HTTP threads (libmicrohttpd's pool) */
-    int cpu_threads;        /* threads of one CPU job, 0 = all CPUs */
-    size_t max_body;        /* request body bytes, as sent and decoded (413) */
+    const char *listen;          /* "HOST:PORT" ("[::1]:PORT" for IPv6); port 0 picks one */
+    const char *token_file;      /* bearer token (first line), NULL = none */
+    int insecure_public;         /* allow a non-loopback address without a token */
+    const char *backend;         /* auto | cuda | cpu */
+    int jobs;                    /* requests on the backend at once */
+    int queue;                   /* requests waiting beyond those; more get 429 */
+    int threads;                 /* HTTP threads (libmicrohttpd's pool) */
+    int cpu_threads;             /* threads of one CPU job, 0 = all CPUs */
+    size_t max_body;             /* request body bytes, as sent and decoded (413) */
     uint64_t max_tile_pixels;    /* output pixels of one tile (422) */
     uint64_t max_request_pixels; /* output pixels of one request (422) */
     int max_tiles;               /* tiles in one request (413) */

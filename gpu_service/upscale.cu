@@ -113,10 +113,10 @@ template <typename T, int CN>
 __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
-    T *s_src = (T *)smem;  /* the block's source pixels as they are (u8 or u16) */
-    __shared__ int s_yi[BY_MAX];       /* tap base row (unclamped) of each output row */
+    T *s_src = (T *)smem;        /* the block's source pixels as they are (u8 or u16) */
+    __shared__ int s_yi[BY_MAX]; /* tap base row (unclamped) of each output row */
     __shared__ __align__(16) float s_yb[BY_MAX][4]; /* vertical float weights, SIMD formula */
-    __shared__ int s_yib[BY_MAX][4];   /* Q11 vertical weights (8-bit integer tail) */
+    __shared__ int s_yib[BY_MAX][4];                /* Q11 vertical weights (8-bit integer tail) */
 
     const int tid = threadIdx.y * 16 + threadIdx.x;
     const int ox0 = a.out_x + blockIdx.x * BX; /* global output x of the block's column 0 */
@@ -155,8 +155,8 @@ __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args
      * (an earlier flat version spent more instructions here than on the filter). */
     {
         const size_t src_stride = (size_t)a.src_w * CN;
-        const T *g0 = (const T *)a.src + (size_t)(ry0 - a.src_y) * src_stride +
-                      (size_t)(cx0 - a.src_x) * CN;
+        const T *g0 =
+            (const T *)a.src + (size_t)(ry0 - a.src_y) * src_stride + (size_t)(cx0 - a.src_x) * CN;
         const int warp = tid >> 5, lane = tid & 31;
         for (int r = warp; r < sh; r += 8) {
             const T *g = g0 + (size_t)r * src_stride;
@@ -282,9 +282,9 @@ __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args
             /* one store per pixel where its size allows (buffers and rows are aligned) */
             T *dj = d + 256 * j * CN;
             if (sizeof(T) * CN == 4) {
-                *(unsigned *)dj = u8 ? (out[0] | out[1 % CN] << 8 | out[2 % CN] << 16 |
-                                        out[3 % CN] << 24)
-                                     : (out[0] | out[1 % CN] << 16);
+                *(unsigned *)dj =
+                    u8 ? (out[0] | out[1 % CN] << 8 | out[2 % CN] << 16 | out[3 % CN] << 24)
+                       : (out[0] | out[1 % CN] << 16);
             } else if (sizeof(T) * CN == 8) {
                 *(uint2 *)dj =
                     make_uint2(out[0] | out[1 % CN] << 16, out[2 % CN] | out[3 % CN] << 16);
@@ -301,13 +301,13 @@ __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args
 
 /* ---- host side ---------------------------------------------------------------------- */
 
-#define CK(call)                                                                             \
-    do {                                                                                     \
-        cudaError_t e_ = (call);                                                             \
-        if (e_ != cudaSuccess) {                                                             \
-            rc = hc_error(-EIO, "cuda", "%s: %s", #call, cudaGetErrorString(e_));            \
-            goto out;                                                                        \
-        }                                                                                    \
+#define CK(call)                                                                                   \
+    do {                                                                                           \
+        cudaError_t e_ = (call);                                                                   \
+        if (e_ != cudaSuccess) {                                                                   \
+            rc = hc_error(-EIO, "cuda", "%s: %s", #call, cudaGetErrorString(e_));                  \
+            goto out;                                                                              \
+        }                                                                                          \
     } while (0)
 
 struct slot {
@@ -351,14 +351,22 @@ static int
 allow_smem(void)
 {
     int rc = 0;
-    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
-    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
-    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
-    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
-    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
-    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
-    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
-    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 1>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 2>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 3>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint8_t, 4>, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                            SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 1>,
+                            cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 2>,
+                            cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 3>,
+                            cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
+    CK(cudaFuncSetAttribute(bicubic_kernel<uint16_t, 4>,
+                            cudaFuncAttributeMaxDynamicSharedMemorySize, SMEM_MAX));
 out:
     return rc;
 }
@@ -386,20 +394,37 @@ launch(const struct hc_wire_tile *t, const uint8_t *d_src, uint8_t *d_dst, cudaS
     a.out_h = t->out.h;
     a.simd_end = (long)t->image_w * t->scale * t->channels / 8 * 8;
     a.by = rows_per_block(t->scale, t->channels, t->depth);
-    dim3 block(16, 16), grid((unsigned)((t->out.w + BX - 1) / BX),
-                             (unsigned)((t->out.h + a.by - 1) / a.by));
+    dim3 block(16, 16),
+        grid((unsigned)((t->out.w + BX - 1) / BX), (unsigned)((t->out.h + a.by - 1) / a.by));
     const size_t smem = smem_bytes(t->scale, t->channels, t->depth, a.by);
 #define LAUNCH(T, C) bicubic_kernel<T, C><<<grid, block, smem, st>>>(a)
     switch (t->channels * 100 + t->depth) {
-    case 108: LAUNCH(uint8_t, 1); break;
-    case 208: LAUNCH(uint8_t, 2); break;
-    case 308: LAUNCH(uint8_t, 3); break;
-    case 408: LAUNCH(uint8_t, 4); break;
-    case 116: LAUNCH(uint16_t, 1); break;
-    case 216: LAUNCH(uint16_t, 2); break;
-    case 316: LAUNCH(uint16_t, 3); break;
-    case 416: LAUNCH(uint16_t, 4); break;
-    default: return hc_error(-EINVAL, "cuda", "layout %u x %u bit", t->channels, t->depth);
+    case 108:
+        LAUNCH(uint8_t, 1);
+        break;
+    case 208:
+        LAUNCH(uint8_t, 2);
+        break;
+    case 308:
+        LAUNCH(uint8_t, 3);
+        break;
+    case 408:
+        LAUNCH(uint8_t, 4);
+        break;
+    case 116:
+        LAUNCH(uint16_t, 1);
+        break;
+    case 216:
+        LAUNCH(uint16_t, 2);
+        break;
+    case 316:
+        LAUNCH(uint16_t, 3);
+        break;
+    case 416:
+        LAUNCH(uint16_t, 4);
+        break;
+    default:
+        return hc_error(-EINVAL, "cuda", "layout %u x %u bit", t->channels, t->depth);
     }
 #undef LAUNCH
     CK(cudaGetLastError());
@@ -587,8 +612,7 @@ hc_cuda_run(struct hc_cuda *cu, const struct hc_wire_tile *tiles, const uint8_t 
         rc = launch(&tiles[i], s->d_in + io, s->d_out + oo, s->stream);
         if (rc)
             goto out;
-        CK(cudaMemcpyAsync(s->h_out + oo, s->d_out + oo, bo, cudaMemcpyDeviceToHost,
-                           s->stream));
+        CK(cudaMemcpyAsync(s->h_out + oo, s->d_out + oo, bo, cudaMemcpyDeviceToHost, s->stream));
         io += align_up(bi);
         oo += align_up(bo);
     }

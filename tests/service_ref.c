@@ -59,13 +59,13 @@ main(int argc, char **argv)
     for (size_t i = 0; i < n; i++) {
         const struct hc_wire_tile *t = &tiles[i];
         size_t pb = hc_pixel_bytes(t->channels, t->depth);
-        struct hc_view sv = {(uint8_t *)px[i], (size_t)t->src.w * pb, t->src.x, t->src.y,
-                             t->src.w, t->src.h, t->channels, t->depth};
+        struct hc_view sv = {(uint8_t *)px[i], (size_t)t->src.w * pb, t->src.x, t->src.y, t->src.w,
+                             t->src.h,         t->channels,           t->depth};
         outs[i] = malloc(hc_wire_out_bytes(t));
         if (!outs[i])
             return 1;
-        struct hc_view dv = {outs[i], (size_t)t->out.w * pb, t->out.x, t->out.y, t->out.w,
-                             t->out.h, t->channels, t->depth};
+        struct hc_view dv = {outs[i],  (size_t)t->out.w * pb, t->out.x, t->out.y, t->out.w,
+                             t->out.h, t->channels,           t->depth};
         if (hc_bicubic_resize_ref(&sv, (int)t->image_w, (int)t->image_h, t->scale, &dv)) {
             fprintf(stderr, "service_ref: %s\n", hc_last_error());
             return 1;

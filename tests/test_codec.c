@@ -493,7 +493,7 @@ test_writer_failures(void)
         /* finish with rows missing */
         HC_CHECK_EQ(hc_writer_open(tpath("out.img"), &info, &o, NULL, &w), 0);
         HC_CHECK_EQ(hc_writer_write_rows(w, px, 64 * 3, 31), 0);
-        HC_CHECK_EQ(hc_writer_write_rows(w, px, 64 * 3, 2), -EINVAL); /* past the end */
+        HC_CHECK_EQ(hc_writer_write_rows(w, px, 64 * 3, 2), -EINVAL);     /* past the end */
         HC_CHECK_EQ(hc_writer_write_rows(w, px, 64 * 3 - 1, 1), -EINVAL); /* short stride */
         HC_CHECK_EQ(hc_writer_finish(w), -EINVAL);
         HC_CHECK(strstr(hc_last_error(), "31 of 32 rows"));

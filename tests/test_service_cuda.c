@@ -77,10 +77,10 @@ make_case(struct case_ *c, int ch, int depth, int scale, int maxside)
             c->src[i] = (rnd() & 1) ? 0xff : 0;
     memset(c->got, 0xa5, ob);
     size_t pb = hc_pixel_bytes(ch, depth);
-    struct hc_view sv = {c->src, (size_t)t->src.w * pb, t->src.x, t->src.y, t->src.w, t->src.h,
-                         ch, depth};
-    struct hc_view dv = {c->want, (size_t)t->out.w * pb, t->out.x, t->out.y, t->out.w, t->out.h,
-                         ch, depth};
+    struct hc_view sv = {c->src, (size_t)t->src.w * pb, t->src.x, t->src.y, t->src.w, t->src.h, ch,
+                         depth};
+    struct hc_view dv = {c->want, (size_t)t->out.w * pb, t->out.x, t->out.y, t->out.w, t->out.h, ch,
+                         depth};
     HC_CHECK_MSG(hc_bicubic_resize(&sv, w, h, scale, &dv, 1) == 0, "%s", hc_last_error());
 }
 
@@ -210,10 +210,10 @@ main(void)
         for (size_t i = 0; i < sb; i++)
             c.src[i] = (uint8_t)rnd();
         memset(c.got, 0x5a, ob);
-        struct hc_view sv = {c.src, (size_t)c.t.src.w * 3, c.t.src.x, c.t.src.y, c.t.src.w,
-                             c.t.src.h, 3, 8};
-        struct hc_view dv = {c.want, (size_t)c.t.out.w * 3, c.t.out.x, c.t.out.y, c.t.out.w,
-                             c.t.out.h, 3, 8};
+        struct hc_view sv = {
+            c.src, (size_t)c.t.src.w * 3, c.t.src.x, c.t.src.y, c.t.src.w, c.t.src.h, 3, 8};
+        struct hc_view dv = {
+            c.want, (size_t)c.t.out.w * 3, c.t.out.x, c.t.out.y, c.t.out.w, c.t.out.h, 3, 8};
         HC_CHECK(hc_bicubic_resize(&sv, 1001, 603, 2, &dv, 0) == 0);
         const uint8_t *src[1] = {c.src};
         uint8_t *dst[1] = {c.got};

@@ -23,7 +23,7 @@
 extern "C" {
 #endif
 
-#define HC_TC_KEY_LEN 32 /* hex characters */
+#define HC_TC_KEY_LEN 32      /* hex characters */
 #define HC_PIPELINE_VERSION 1 /* bump when any change alters output bytes */
 
 struct hc_tc;
@@ -44,8 +44,8 @@ void hc_tc_close(struct hc_tc *tc);
 struct hc_tc_params {
     enum hc_filter filter;
     int scale;
-    enum hc_format format; /* output format */
-    int quality;           /* JPEG quality (0 for other formats) */
+    enum hc_format format;     /* output format */
+    int quality;               /* JPEG quality (0 for other formats) */
     uint32_t pipeline_version; /* HC_PIPELINE_VERSION */
 };
 
@@ -59,7 +59,7 @@ enum hc_tc_state {
     HC_TC_ABSENT = 0,
     HC_TC_INCOMPLETE, /* a job has begun */
     HC_TC_DONE,
-    HC_TC_ERROR,      /* the last job failed; error holds why */
+    HC_TC_ERROR, /* the last job failed; error holds why */
 };
 
 struct hc_tc_entry {
