@@ -596,7 +596,119 @@ def t_service():
     print(f"ok dead service: {p.stderr.strip()}")
 
 
+def free_port():
+    import socket
+    with socket.socket() as so:
+        so.bind(("127.0.0.1", 0))
+        return so.getsockname()[1]
+
+
+def metric(url, name, token=None):
+    import urllib.request
+    req = urllib.request.Request(url + "/metrics")
+    if token:
+        req.add_header("Authorization", "Bearer " + token)
+    text = urllib.request.urlopen(req, timeout=10).read().decode()
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name) and not line.startswith("#"):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def t_nginx():
+    """A real nginx balancing two token-protected services, configured as gpu_service/README.md
+    shows (upstream with keepalive, unbuffered bodies, next-upstream on 429/503)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.access(nginx, os.X_OK):
+        print("skip: nginx missing (apt-get install nginx-light)", file=sys.stderr)
+        sys.exit(77)
+    token = os.path.join(TMP, "token")
+    with open(token, "w") as f:
+        f.write("s3cret-token-for-the-test\n")
+    os.chmod(token, 0o600)
+    procs = []
+    try:
+        a, url_a = start_service("--token-file", token)
+        procs.append(a)
+        b, url_b = start_service("--token-file", token)
+        procs.append(b)
+        port = free_port()
+        conf = os.path.join(TMP, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(f"""
+daemon off;
+worker_processes 1;
+pid {TMP}/nginx.pid;
+error_log {TMP}/nginx-error.log;
+events {{ worker_connections 256; }}
+http {{
+    access_log off;
+    client_body_temp_path {TMP}/body;
+    proxy_temp_path {TMP}/proxy;
+    upstream hc_gpu {{
+        server {url_a[len("http://"):]};
+        server {url_b[len("http://"):]};
+        keepalive 32;
+    }}
+    server {{
+        listen 127.0.0.1:{port};
+        client_max_body_size 256m;
+        proxy_request_buffering off;
+        proxy_buffering off;
+        proxy_read_timeout 300s;
+        proxy_next_upstream error timeout http_429 http_503 non_idempotent;
+        location / {{
+            proxy_pass http://hc_gpu;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_set_header Host $host;
+        }}
+    }}
+}}
+""")
+        ng = subprocess.Popen([nginx, "-c", conf, "-p", TMP], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL)
+        procs.append(ng)
+        import time
+        import urllib.request
+        for _ in range(100):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                break
+            except Exception:
+                time.sleep(0.05)
+        else:
+            fail("nginx did not come up: " + open(os.path.join(TMP, "nginx-error.log")).read())
+        rng = np.random.default_rng(8)
+        src = random_image(rng, 300, 420, 3, 8)
+        inp = os.path.join(TMP, "ng.png")
+        save_png(src, inp)
+        local, remote = os.path.join(TMP, "ng_local.png"), os.path.join(TMP, "ng_remote.png")
+        hc("upscale", inp, local, "-q")
+        hc("upscale", inp, remote, "--tile", 64, "--service", f"http://127.0.0.1:{port}",
+           "--token-file", token, "-q")
+        if open(local, "rb").read() != open(remote, "rb").read():
+            fail("through nginx: bytes differ from the in-process run")
+        secret = open(token).read().strip()
+        ta, tb = metric(url_a, "hc_tiles_total", secret), metric(url_b, "hc_tiles_total", secret)
+        if ta <= 0 or tb <= 0:
+            fail(f"nginx did not spread the work: service A {ta} tiles, B {tb}")
+        # Without the token the services refuse, through nginx too: exit 1, a clear reason.
+        p = hc("upscale", inp, remote + ".x.png", "--service", f"http://127.0.0.1:{port}", "-q",
+               check=False)
+        if p.returncode != 1 or "401" not in p.stderr:
+            fail(f"no token through nginx: exit {p.returncode}, {p.stderr!r}")
+        print(f"ok nginx balanced {int(ta)} + {int(tb)} tiles over two services, same bytes; "
+              "401 without the token")
+    finally:
+        for pr in procs:
+            pr.kill()
+            pr.wait()
+
+
 TESTS = {
+    "nginx": t_nginx,
     "service": t_service,
     "interrupt": t_interrupt,
     "opencv_random": t_opencv_random,
