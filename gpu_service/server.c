@@ -991,16 +991,19 @@ hc_service_drain(struct hc_service *s, int timeout)
     for (;;) {
         hc_jobs_stats(s->jobs, &queued, &running);
         pthread_mutex_lock(&s->lock);
-        busy = queued + running;
-        /* a job's answer may still be on its way out */
+        /* inflight counts every upscale request from its headers until its answer has been
+         * handed to the socket: a body still arriving and an answer still on its way to a
+         * slow reader are work in flight too (the watchdog bounds both by the request
+         * timeout); jobs alone would let the stop below cut them off. */
+        busy = queued + running + s->inflight;
         for (struct conn *c = s->conns.next; c != &s->conns; c = c->next)
             busy += c->in_job;
         pthread_mutex_unlock(&s->lock);
         if (busy == 0)
             break;
         if (now_s() > deadline)
-            return hc_error(-ETIMEDOUT, "service", "%d jobs still running after %d s", busy,
-                            timeout);
+            return hc_error(-ETIMEDOUT, "service", "%d requests still in flight after %d s",
+                            busy, timeout);
         nanosleep(&tick, NULL);
     }
     /* Let answers of finished jobs reach their clients. */

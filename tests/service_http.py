@@ -563,9 +563,62 @@ def t_drain():
     check("draining" in log and "POST /v1/upscale 200" in log, "log lacks drain/request lines")
 
 
+def t_drain_inflight():
+    """SIGTERM while an answer is still on its way to a slow reader, and while a body is
+    still arriving: both requests are answered in full before the process exits 0."""
+    svc = start("--jobs", "1", "--cpu-threads", "1")
+    rng = np.random.default_rng(11)
+    img = random_image(rng, 600, 600, 3, 8)
+    t = tile_desc(1, 600, 600, (0, 0, 1200, 1200), 2, 3, 8)
+    body = message([t], [crop(img, t)])
+    head = (b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body))
+    want = 8 + 48 + 1200 * 1200 * 3
+
+    def connect():
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # keeps the answer in the service
+        s.settimeout(30)
+        s.connect(("127.0.0.1", svc.port))
+        return s
+
+    def read_answer(s, got):
+        while True:
+            try:
+                b = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                break
+            if not b:
+                break
+            got += b
+        s.close()
+        end = got.find(b"\r\n\r\n")
+        return got[:12], len(got) - end - 4 if end >= 0 else -1
+
+    reader = connect()
+    reader.sendall(head + body)
+    first = reader.recv(16)  # the job is done, its answer is being sent
+    check(first.startswith(b"HTTP/1.1 200"), "slow reader: %r" % first)
+    uploader = connect()
+    uploader.sendall(head + body[:len(body) // 2])
+    time.sleep(0.3)
+    svc.proc.send_signal(signal.SIGTERM)
+    time.sleep(2.0)  # longer than the service's own pause after its jobs are done
+    uploader.sendall(body[len(body) // 2:])
+    status, n = read_answer(uploader, b"")
+    check(status == b"HTTP/1.1 200" and n == want,
+          "body arriving during SIGTERM: %r, %d of %d answer bytes" % (status, n, want))
+    status, n = read_answer(reader, first)
+    check(status == b"HTTP/1.1 200" and n == want,
+          "answer read slowly during SIGTERM: %r, %d of %d bytes" % (status, n, want))
+    rc = svc.proc.wait(timeout=60)
+    check(rc == 0, "exit status %d after SIGTERM; log:\n%s" % (rc, svc.logtext()))
+
+
 TESTS = {"correct": t_correct, "opencv": t_opencv, "encodings": t_encodings,
          "badreq": t_badreq, "lying": t_lying, "slow": t_slow, "overload": t_overload,
-         "token": t_token, "drain": t_drain}
+         "token": t_token, "drain": t_drain,
+         "drain_inflight": t_drain_inflight}
 
 
 def main():
