@@ -76,6 +76,7 @@ int
 hc_wire_check_tile(const struct hc_wire_tile *t)
 {
     struct hc_rect need;
+    size_t pb;
 
     if (t->channels < 1 || t->channels > HC_MAX_CHANNELS)
         return hc_error(-EINVAL, "wire", "tile %u: %u channels (1-%d allowed)", t->id, t->channels,
@@ -100,6 +101,14 @@ hc_wire_check_tile(const struct hc_wire_tile *t)
         return hc_error(-EINVAL, "wire",
                         "tile %u: source rect %d,%d %dx%d empty or outside the %ux%u image", t->id,
                         t->src.x, t->src.y, t->src.w, t->src.h, t->image_w, t->image_h);
+    /* out may be up to 2^31 on a side, so out.w * out.h * 8 bytes can pass 2^64: a byte
+     * count that wrapped around would let a short body pass for a huge tile. (w * h of
+     * either rectangle fits 64 bits; the pixel size is at most 8.) */
+    pb = hc_pixel_bytes(t->channels, t->depth);
+    if ((uint64_t)t->out.w * (uint64_t)t->out.h > SIZE_MAX / pb ||
+        (uint64_t)t->src.w * (uint64_t)t->src.h > SIZE_MAX / pb)
+        return hc_error(-EINVAL, "wire", "tile %u: %dx%d output pixels do not fit in memory",
+                        t->id, t->out.w, t->out.h);
     hc_tile_src_rect((int)t->image_w, (int)t->image_h, t->scale, &t->out, &need);
     if (memcmp(&need, &t->src, sizeof need) != 0)
         return hc_error(

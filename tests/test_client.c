@@ -1229,6 +1229,55 @@ test_opts(void)
     HC_CHECK(tok == NULL);
 }
 
+/* core/wire.c, the parser the client trusts with a service's answer: a descriptor whose
+ * pixel byte count does not fit a size_t must be refused, not wrapped around. Here a
+ * response tile of 2147380029 x 1073793636 RGBA16 output pixels inside a legal
+ * 268435455-pixel-square image at x8 needs 2^64 + 11936 bytes; a body of 56 + 11936 bytes
+ * must not pass as its answer. (The expected count is computed here in 128 bits.) */
+static void
+test_wire_sizes(void)
+{
+    struct hc_wire_tile t = {.id = 1, .image_w = 268435455u, .image_h = 268435455u,
+                             .out = {0, 0, 2147380029, 1073793636},
+                             .channels = 4, .depth = 16, .scale = 8, .filter = HC_FILTER_BICUBIC};
+    hc_tile_src_rect((int)t.image_w, (int)t.image_h, t.scale, &t.out, &t.src);
+    unsigned __int128 need = (unsigned __int128)(uint64_t)t.out.w * (uint64_t)t.out.h * 8u;
+    HC_CHECK(need > (unsigned __int128)SIZE_MAX);
+    size_t wrapped = (size_t)need; /* what a 64-bit size_t computation ends at */
+    size_t len = HC_WIRE_HEADER_SIZE + HC_WIRE_DESC_SIZE + wrapped;
+    HC_CHECK_EQ(wrapped, 11936);
+    uint8_t *msg = calloc(1, len);
+    HC_CHECK(msg);
+    const uint32_t head[2] = {HC_WIRE_MAGIC_RESPONSE, 1u | 1u << 16};
+    const int32_t r[8] = {t.out.x, t.out.y, t.out.w, t.out.h, t.src.x, t.src.y, t.src.w, t.src.h};
+    memcpy(msg, head, sizeof head); /* the test runs on little-endian hosts only (wire.c) */
+    memcpy(msg + 8, &t.id, 4);
+    memcpy(msg + 12, &t.image_w, 4);
+    memcpy(msg + 16, &t.image_h, 4);
+    memcpy(msg + 20, r, sizeof r);
+    msg[52] = t.channels;
+    msg[53] = t.depth;
+    msg[54] = t.scale;
+    msg[55] = t.filter;
+    struct hc_wire_tile got;
+    const uint8_t *px = NULL;
+    size_t n = 0;
+    int rc = hc_wire_parse(HC_WIRE_MAGIC_RESPONSE, msg, len, &got, &px, 1, &n);
+    fprintf(stderr, "wire_sizes: parse of a wrapped tile: %d %s\n", rc, rc ? hc_last_error() : "");
+    HC_CHECK_EQ(rc, -EINVAL);
+    HC_CHECK_EQ(hc_wire_check_tile(&t), -EINVAL);
+    const uint8_t *pp = msg;
+    uint8_t *enc = NULL;
+    size_t enc_len = 0;
+    HC_CHECK_EQ(hc_wire_encode(HC_WIRE_MAGIC_RESPONSE, &t, &pp, 1, &enc, &enc_len), -EINVAL);
+    HC_CHECK(enc == NULL);
+    /* The largest tile that does fit still parses as a request (src bytes are small). */
+    t.out = (struct hc_rect){0, 0, 64, 48};
+    hc_tile_src_rect((int)t.image_w, (int)t.image_h, t.scale, &t.out, &t.src);
+    HC_CHECK_EQ(hc_wire_check_tile(&t), 0);
+    free(msg);
+}
+
 int
 main(int argc, char **argv)
 {
@@ -1250,6 +1299,7 @@ main(int argc, char **argv)
         {"refused", test_refused, 1},
         {"bad_answers", test_bad_answers, 1},
         {"many_jobs", test_many_jobs, 1},
+        {"wire_sizes", test_wire_sizes, 0},
     };
     if (argc != 2) {
         fprintf(stderr, "usage: test_client NAME\n");
