@@ -13,6 +13,7 @@
 #include "service.h"
 
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <microhttpd.h>
 #include <netdb.h>
@@ -795,13 +796,23 @@ read_token(struct hc_service *s, const char *path)
         return hc_error(-errno, "service", "cannot open token file %s: %s", path, strerror(errno));
     n = fread(s->token, 1, sizeof s->token - 1, f);
     s->token[n] = '\0';
-    s->token[strcspn(s->token, "\r\n")] = '\0';
-    while (n > 0 && (s->token[n - 1] == ' ' || s->token[n - 1] == '\t'))
-        n--;
-    s->token_len = strlen(s->token);
+    /* The first line, trailing blanks removed, as the client reads the same file
+     * (hc_client_read_token): otherwise one file shared by both sides gives 401s. */
+    if (!memchr(s->token, '\n', n) && n == sizeof s->token - 1 && fgetc(f) != EOF) {
+        rc = hc_error(-EINVAL, "service", "token in %s is longer than %d bytes", path,
+                      TOKEN_MAX - 1);
+        s->token_len = 0;
+        goto out;
+    }
+    s->token[strcspn(s->token, "\n")] = '\0';
+    n = strlen(s->token);
+    while (n > 0 && isspace((unsigned char)s->token[n - 1]))
+        s->token[--n] = '\0';
+    s->token_len = n;
     if (s->token_len < 16)
         rc = hc_error(-EINVAL, "service", "token in %s is %zu bytes: use at least 16", path,
                       s->token_len);
+out:
     fclose(f);
     return rc;
 }

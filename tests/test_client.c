@@ -764,6 +764,26 @@ test_token(void)
         hc_client_close(c);
     }
     free(tok);
+    tok = NULL;
+
+    /* One token file for both sides, as README shows: trailing blanks after the token (an
+     * editor's, or `echo "$T " >`) are not part of it on either side. */
+    snprintf(tf, sizeof tf, "%s/token-blanks", g_tmpdir);
+    f = fopen(tf, "w");
+    HC_CHECK(f);
+    fputs("s3cret-token-blanks-0123456789 \t\r\n", f);
+    fclose(f);
+    HC_CHECK_MSG(hc_client_read_token(tf, &tok) == 0, "%s", hc_last_error());
+    HC_CHECK(strcmp(tok, "s3cret-token-blanks-0123456789") == 0);
+    const char *extra2[] = {"--token-file", tf, NULL};
+    struct service s2;
+    service_start(&s2, extra2);
+    const char *urls2[] = {s2.url};
+    c = client_open(urls2, 1, 2, 2, NULL, tok);
+    HC_CHECK_MSG(run_job(c, &j) == 0, "token file with trailing blanks: %s", hc_last_error());
+    job_verify(&j, "token file with trailing blanks");
+    hc_client_close(c);
+    free(tok);
     job_free(&j);
 }
 
