@@ -614,6 +614,12 @@ on_request(void *cls, struct MHD_Connection *mc, const char *url, const char *me
         rq->conn = ci ? ci->socket_context : NULL;
         if (!rq->conn)
             return MHD_NO;
+        /* The headers are in: the body and the answer get their own request timeout, like
+         * body_chunk's check from rq->start. Until now the phase was the idle wait (and
+         * the headers) since the previous request, which would otherwise eat into it. */
+        pthread_mutex_lock(&s->lock);
+        rq->conn->phase_start = rq->start;
+        pthread_mutex_unlock(&s->lock);
         if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)
             return answer_get(rq);
         if (strcmp(method, "POST") == 0 && strcmp(url, "/v1/upscale") == 0)

@@ -615,10 +615,56 @@ def t_drain_inflight():
     check(rc == 0, "exit status %d after SIGTERM; log:\n%s" % (rc, svc.logtext()))
 
 
+def t_keepalive_timeout():
+    """The request timeout of a request on a kept-alive connection starts with that request,
+    not with the idle wait before it: a body that takes most of --request-timeout after an
+    idle time shorter than --conn-timeout is answered."""
+    svc = start("--conn-timeout", "3", "--request-timeout", "4")
+    rng = np.random.default_rng(12)
+    img = random_image(rng, 20, 10, 3, 8)
+    t = tile_desc(1, 20, 10, (0, 0, 40, 20), 2, 3, 8)
+    good = message([t], [crop(img, t)])
+    head = b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(good)
+    want = 8 + 48 + 40 * 20 * 3
+    s = socket.create_connection(("127.0.0.1", svc.port), timeout=20)
+
+    def answer():
+        got = b""
+        while b"\r\n\r\n" not in got or len(got) - got.index(b"\r\n\r\n") - 4 < want:
+            try:
+                b = s.recv(65536)
+            except (ConnectionResetError, socket.timeout):
+                b = b""
+            if not b:
+                break
+            got += b
+        return got
+
+    s.sendall(head + good)
+    got = answer()
+    check(got.startswith(b"HTTP/1.1 200"), "first request: %r" % got[:100])
+    time.sleep(2.5)  # idle, within --conn-timeout 3
+    t0 = time.monotonic()
+    try:
+        s.sendall(head)
+        step = (len(good) + 4) // 5
+        for i in range(0, len(good), step):  # the body over 2.5 s, within --request-timeout 4
+            time.sleep(0.5)
+            s.sendall(good[i:i + step])
+        got = answer()
+    except (ConnectionResetError, BrokenPipeError) as e:
+        got = repr(e).encode()
+    secs = time.monotonic() - t0
+    s.close()
+    check(got.startswith(b"HTTP/1.1 200") and len(got) - got.index(b"\r\n\r\n") - 4 == want,
+          "request after an idle wait: %r after %.1fs" % (got[:100], secs))
+    svc.healthy()
+
+
 TESTS = {"correct": t_correct, "opencv": t_opencv, "encodings": t_encodings,
          "badreq": t_badreq, "lying": t_lying, "slow": t_slow, "overload": t_overload,
          "token": t_token, "drain": t_drain,
-         "drain_inflight": t_drain_inflight}
+         "drain_inflight": t_drain_inflight, "keepalive_timeout": t_keepalive_timeout}
 
 
 def main():
