@@ -286,9 +286,19 @@ job_run(void *arg)
     size_t head = HC_WIRE_HEADER_SIZE + rq->ntiles * HC_WIRE_DESC_SIZE, total = head;
     uint8_t *out = NULL, *enc = NULL, **dst = NULL;
     size_t enc_len;
-    int device = 0, rc;
+    int device = 0, rc, stopping;
     double t0;
 
+    /* hc_service_stop() runs the queue out before it stops the server, so that every
+     * suspended connection is resumed; past the drain timeout, jobs that have not started
+     * are given up instead of holding the exit for the whole queue. */
+    pthread_mutex_lock(&s->lock);
+    stopping = s->stopping;
+    pthread_mutex_unlock(&s->lock);
+    if (stopping) {
+        set_error(rq, 503, "shutting down: the drain timeout passed before this job started");
+        goto out;
+    }
     for (size_t i = 0; i < rq->ntiles; i++)
         total += hc_wire_out_bytes(&rq->tiles[i]);
     out = malloc(total);

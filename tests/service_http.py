@@ -661,10 +661,55 @@ def t_keepalive_timeout():
     svc.healthy()
 
 
+def t_drain_timeout():
+    """SIGTERM with more queued work than --drain-timeout allows: once the timeout has
+    passed, jobs that have not started are given up (503), and the process exits after
+    the running one, not after the whole queue."""
+    import threading
+    svc = start("--jobs", "1", "--cpu-threads", "1", "--drain-timeout", "1")
+    rng = np.random.default_rng(13)
+    img = random_image(rng, 1000, 1000, 1, 8)
+    tiles = [tile_desc(i, 1000, 1000, r, 8, 1, 8) for i, r in enumerate(grid(8000, 8000, 4000))]
+    body = message(tiles, [crop(img, t) for t in tiles])
+    t0 = time.monotonic()
+    upscale(svc, tiles, [crop(img, t) for t in tiles])
+    job = time.monotonic() - t0  # one job on this machine now, answer included
+    n = 24
+    results = []
+
+    def run():
+        try:
+            st, _, _ = svc.request("POST", "/v1/upscale", body, timeout=120)
+            results.append(st)
+        except (ConnectionError, http.client.HTTPException, OSError) as e:
+            results.append(repr(e))
+
+    th = [threading.Thread(target=run) for _ in range(n)]
+    for x in th:
+        x.start()
+    t0 = time.monotonic()
+    while svc.metric("hc_queue_depth") < n - 2 and time.monotonic() - t0 < 30:
+        time.sleep(0.02)
+    check(svc.metric("hc_queue_depth") >= n - 2, "the jobs did not queue up")
+    t0 = time.monotonic()
+    svc.proc.send_signal(signal.SIGTERM)
+    svc.proc.wait(timeout=120)
+    secs = time.monotonic() - t0
+    for x in th:
+        x.join()
+    print("drain_timeout: one job %.2fs, exit %.2fs after SIGTERM with %d queued; answers %r"
+          % (job, secs, n - 1, results), file=sys.stderr)
+    check(secs < 1 + 2 * job + 1.5,
+          "exit %.1fs after SIGTERM with --drain-timeout 1 (one job takes %.2fs): the queue "
+          "was worked off" % (secs, job))
+    check("drain" in svc.logtext(), "no drain line in the log")
+
+
 TESTS = {"correct": t_correct, "opencv": t_opencv, "encodings": t_encodings,
          "badreq": t_badreq, "lying": t_lying, "slow": t_slow, "overload": t_overload,
          "token": t_token, "drain": t_drain,
-         "drain_inflight": t_drain_inflight, "keepalive_timeout": t_keepalive_timeout}
+         "drain_inflight": t_drain_inflight, "keepalive_timeout": t_keepalive_timeout,
+         "drain_timeout": t_drain_timeout}
 
 
 def main():
