@@ -107,7 +107,7 @@ hc_jobs_stats(struct hc_jobs *j, int *queued, int *running)
 }
 
 void
-hc_jobs_free(struct hc_jobs *j)
+hc_jobs_stop(struct hc_jobs *j)
 {
     if (!j)
         return;
@@ -117,6 +117,15 @@ hc_jobs_free(struct hc_jobs *j)
     pthread_mutex_unlock(&j->lock);
     for (int i = 0; i < j->nthreads; i++)
         pthread_join(j->threads[i], NULL);
+    j->nthreads = 0;
+}
+
+void
+hc_jobs_free(struct hc_jobs *j)
+{
+    if (!j)
+        return;
+    hc_jobs_stop(j);
     free(j->threads);
     free(j->ring);
     pthread_cond_destroy(&j->wake);

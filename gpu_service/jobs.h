@@ -20,7 +20,12 @@ int hc_jobs_submit(struct hc_jobs *j, hc_job_fn fn, void *arg);
 /* Jobs waiting and running right now. */
 void hc_jobs_stats(struct hc_jobs *j, int *queued, int *running);
 
-/* Runs every job already submitted, then stops and joins the workers. */
+/* Refuses new jobs (submit answers -EAGAIN), runs every job already submitted, and joins
+ * the workers. j stays valid for submit and stats (the HTTP threads may still call them)
+ * until hc_jobs_free(). Calling it again does nothing. */
+void hc_jobs_stop(struct hc_jobs *j);
+
+/* hc_jobs_stop(), then frees j. */
 void hc_jobs_free(struct hc_jobs *j);
 
 #endif

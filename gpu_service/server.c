@@ -1050,10 +1050,14 @@ hc_service_stop(struct hc_service *s)
         pthread_mutex_unlock(&s->lock);
         pthread_join(s->watchdog, NULL);
     }
-    /* Workers first: a running job resumes its connection, which MHD must still exist for. */
-    hc_jobs_free(s->jobs);
+    /* Workers first: a running job resumes its connection, which MHD must still exist for.
+     * The pool is freed only after MHD has stopped: until then its threads may still
+     * serve a kept-alive connection (a /metrics scrape, a body completing) that calls
+     * hc_jobs_stats() or hc_jobs_submit(). */
+    hc_jobs_stop(s->jobs);
     if (s->mhd)
         MHD_stop_daemon(s->mhd);
+    hc_jobs_free(s->jobs);
     if (s->backend && s->bctx)
         s->backend->fini(s->bctx);
     hc_metrics_free(s->metrics);
