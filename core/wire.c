@@ -107,8 +107,8 @@ hc_wire_check_tile(const struct hc_wire_tile *t)
     pb = hc_pixel_bytes(t->channels, t->depth);
     if ((uint64_t)t->out.w * (uint64_t)t->out.h > SIZE_MAX / pb ||
         (uint64_t)t->src.w * (uint64_t)t->src.h > SIZE_MAX / pb)
-        return hc_error(-EINVAL, "wire", "tile %u: %dx%d output pixels do not fit in memory",
-                        t->id, t->out.w, t->out.h);
+        return hc_error(-EINVAL, "wire", "tile %u: %dx%d output pixels do not fit in memory", t->id,
+                        t->out.w, t->out.h);
     hc_tile_src_rect((int)t->image_w, (int)t->image_h, t->scale, &t->out, &need);
     if (memcmp(&need, &t->src, sizeof need) != 0)
         return hc_error(

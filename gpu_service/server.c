@@ -1029,8 +1029,8 @@ hc_service_drain(struct hc_service *s, int timeout)
         if (busy == 0)
             break;
         if (now_s() > deadline)
-            return hc_error(-ETIMEDOUT, "service", "%d requests still in flight after %d s",
-                            busy, timeout);
+            return hc_error(-ETIMEDOUT, "service", "%d requests still in flight after %d s", busy,
+                            timeout);
         nanosleep(&tick, NULL);
     }
     /* Let answers of finished jobs reach their clients. */

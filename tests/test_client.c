@@ -1257,9 +1257,14 @@ test_opts(void)
 static void
 test_wire_sizes(void)
 {
-    struct hc_wire_tile t = {.id = 1, .image_w = 268435455u, .image_h = 268435455u,
+    struct hc_wire_tile t = {.id = 1,
+                             .image_w = 268435455u,
+                             .image_h = 268435455u,
                              .out = {0, 0, 2147380029, 1073793636},
-                             .channels = 4, .depth = 16, .scale = 8, .filter = HC_FILTER_BICUBIC};
+                             .channels = 4,
+                             .depth = 16,
+                             .scale = 8,
+                             .filter = HC_FILTER_BICUBIC};
     hc_tile_src_rect((int)t.image_w, (int)t.image_h, t.scale, &t.out, &t.src);
     unsigned __int128 need = (unsigned __int128)(uint64_t)t.out.w * (uint64_t)t.out.h * 8u;
     HC_CHECK(need > (unsigned __int128)SIZE_MAX);
