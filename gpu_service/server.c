@@ -501,6 +501,26 @@ answer_get(struct req *rq)
     return queue(rq);
 }
 
+struct cl_seen {
+    const char *first;
+    int differ;
+};
+
+static enum MHD_Result
+cl_each(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct cl_seen *c = cls;
+
+    (void)kind;
+    if (key && value && strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0) {
+        if (!c->first)
+            c->first = value;
+        else if (strcmp(c->first, value) != 0)
+            c->differ = 1;
+    }
+    return MHD_YES;
+}
+
 /* First call of an upscale request: headers are in, no body yet. Refusals here (auth, size
  * from Content-Length, encoding) are answered before a byte of the body is read. */
 static enum MHD_Result
@@ -530,6 +550,17 @@ start_upscale(struct req *rq)
     }
     ae = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
     rq->out_enc = hc_encoding_accept(ae);
+    {
+        /* libmicrohttpd frames the body by one of several Content-Lengths; a proxy in front
+         * may take another and see a different next request (smuggling): refuse. */
+        struct cl_seen seen = {NULL, 0};
+
+        MHD_get_connection_values(mc, MHD_HEADER_KIND, cl_each, &seen);
+        if (seen.differ) {
+            set_error(rq, 400, "Content-Length headers that disagree");
+            return queue(rq);
+        }
+    }
     cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;

@@ -412,6 +412,12 @@ def t_lying():
     got, secs = raw(svc, b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Length: -5\r\n\r\n",
                     shut_wr=True)
     check(got.startswith(b"HTTP/1.1 4"), "negative Content-Length: %r" % got[:100])
+    # two Content-Lengths that disagree: which one frames the body is ambiguous (a proxy
+    # that takes the other one would see a different next request), so 400 (RFC 9112 6.3)
+    got, secs = raw(svc, b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n"
+                    b"Content-Length: 5\r\n\r\n" % len(good) + good, shut_wr=True)
+    check(got.startswith(b"HTTP/1.1 400") and b"HTTP/1.1 200" not in got,
+          "two different Content-Lengths: %r" % got[:100])
     svc.healthy()
     expect(svc, good, 200, "good request after the lies")
 
