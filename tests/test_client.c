@@ -964,6 +964,30 @@ test_refused(void)
     job_free(&j);
 }
 
+/* A request body over the service's --max-body is refused (413) from its Content-Length
+ * while the client is still sending it; the client must report that 413 (split the batch),
+ * not a broken pipe retried as a transport failure. */
+static void
+test_too_large(void)
+{
+    const char *extra[] = {"--max-body", "1000000", NULL};
+    struct service a;
+    service_start(&a, extra);
+    const char *urls[] = {a.url};
+    struct job j;
+    job_make(&j, 1024, 1024, 3, 8, 2, 1024, 0); /* 4 tiles of ~0.8 MB source each */
+    struct hc_client *c = client_open(urls, 1, 1, 4, NULL, NULL);
+    int rc = run_job(c, &j);
+    fprintf(stderr, "too_large: rc %d: %s\n", rc, hc_last_error());
+    HC_CHECK_EQ(rc, -EINVAL);
+    HC_CHECK(strstr(hc_last_error(), "HTTP 413") != NULL);
+    struct hc_client_stats st;
+    hc_client_stats(c, &st);
+    HC_CHECK_EQ(st.retries, 0);
+    hc_client_close(c);
+    job_free(&j);
+}
+
 /* ---- a service that answers wrongly ---------------------------------------------------- */
 
 /* The real service never sends a bad answer, so this small HTTP/1.1 server (keep-alive, one
@@ -1325,6 +1349,7 @@ main(int argc, char **argv)
         {"bad_answers", test_bad_answers, 1},
         {"many_jobs", test_many_jobs, 1},
         {"wire_sizes", test_wire_sizes, 0},
+        {"too_large", test_too_large, 1},
     };
     if (argc != 2) {
         fprintf(stderr, "usage: test_client NAME\n");
