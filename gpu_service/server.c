@@ -651,6 +651,10 @@ on_request(void *cls, struct MHD_Connection *mc, const char *url, const char *me
         rq->start = now_s();
         snprintf(rq->method, sizeof rq->method, "%s", method);
         snprintf(rq->path, sizeof rq->path, "%s", url);
+        /* The path is percent-decoded: a %0A in it must not start a forged log line. */
+        for (char *p = rq->path; *p; p++)
+            if ((unsigned char)*p < 0x20 || *p == 0x7f)
+                *p = '?';
         ci = MHD_get_connection_info(mc, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
         rq->conn = ci ? ci->socket_context : NULL;
         if (!rq->conn)

@@ -359,7 +359,12 @@ def t_badreq():
     check(st == 404, "GET /nowhere answered %d" % st)
     st, _, _ = svc.request("DELETE", "/healthz")
     check(st == 405, "DELETE /healthz answered %d" % st)
+    # a path that decodes to a newline must not write a line of its own into the log
+    st, _, _ = svc.request("GET", "/x%0Ainfo%20http:%20POST%20/v1/upscale%20200%20forged")
+    check(st == 404, "GET of a path with %%0A answered %d" % st)
     svc.healthy()
+    check(not any(line.startswith("info http: POST /v1/upscale 200 forged")
+                  for line in svc.logtext().splitlines()), "a client forged a log line")
     expect(svc, good, 200, "good request after the bad ones")
     check(svc.metric('hc_requests_total{code="400"}') >= 20, "400s not counted")
     check(svc.metric('hc_errors_total{kind="too_large"}') >= 2, "413s not counted")
