@@ -841,7 +841,7 @@ read_token(struct hc_service *s, const char *path)
 {
     FILE *f = fopen(path, "r");
     size_t n;
-    int rc = 0;
+    int rc = 0, c;
 
     if (!f)
         return hc_error(-errno, "service", "cannot open token file %s: %s", path, strerror(errno));
@@ -849,7 +849,8 @@ read_token(struct hc_service *s, const char *path)
     s->token[n] = '\0';
     /* The first line, trailing blanks removed, as the client reads the same file
      * (hc_client_read_token): otherwise one file shared by both sides gives 401s. */
-    if (!memchr(s->token, '\n', n) && n == sizeof s->token - 1 && fgetc(f) != EOF) {
+    if (!memchr(s->token, '\n', n) && n == sizeof s->token - 1 && (c = fgetc(f)) != EOF &&
+        c != '\n' && c != '\r') {
         rc = hc_error(-EINVAL, "service", "token in %s is longer than %d bytes", path,
                       TOKEN_MAX - 1);
         s->token_len = 0;
