@@ -616,39 +616,19 @@ def metric(url, name, token=None):
     return total
 
 
-def t_nginx():
-    """A real nginx balancing two token-protected services, configured as gpu_service/README.md
-    shows (upstream with keepalive, unbuffered bodies, next-upstream on 429/503)."""
-    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
-    if not os.access(nginx, os.X_OK):
-        print("skip: nginx missing (apt-get install nginx-light)", file=sys.stderr)
-        sys.exit(77)
-    token = os.path.join(TMP, "token")
-    with open(token, "w") as f:
-        f.write("s3cret-token-for-the-test\n")
-    os.chmod(token, 0o600)
-    procs = []
-    try:
-        a, url_a = start_service("--token-file", token)
-        procs.append(a)
-        b, url_b = start_service("--token-file", token)
-        procs.append(b)
-        port = free_port()
-        conf = os.path.join(TMP, "nginx.conf")
-        with open(conf, "w") as f:
-            f.write(f"""
+NGINX_CONF = """
 daemon off;
 worker_processes 1;
-pid {TMP}/nginx.pid;
-error_log {TMP}/nginx-error.log;
+pid {tmp}/nginx.pid;
+error_log {tmp}/nginx-error.log;
 events {{ worker_connections 256; }}
 http {{
     access_log off;
-    client_body_temp_path {TMP}/body;
-    proxy_temp_path {TMP}/proxy;
+    client_body_temp_path {tmp}/body;
+    proxy_temp_path {tmp}/proxy;
     upstream hc_gpu {{
-        server {url_a[len("http://"):]};
-        server {url_b[len("http://"):]};
+        server {a};
+        server {b};
         keepalive 32;
     }}
     server {{
@@ -666,18 +646,51 @@ http {{
         }}
     }}
 }}
-""")
-        ng = subprocess.Popen([nginx, "-c", conf, "-p", TMP], stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL)
-        procs.append(ng)
+"""
+
+
+def t_nginx():
+    """A real nginx balancing two token-protected services, configured as gpu_service/README.md
+    shows (upstream with keepalive, unbuffered bodies, next-upstream on 429/503)."""
+    nginx = shutil.which("nginx") or "/usr/sbin/nginx"
+    if not os.access(nginx, os.X_OK):
+        print("skip: nginx missing (apt-get install nginx-light)", file=sys.stderr)
+        sys.exit(77)
+    token = os.path.join(TMP, "token")
+    with open(token, "w") as f:
+        f.write("s3cret-token-for-the-test\n")
+    os.chmod(token, 0o600)
+    procs = []
+    try:
+        a, url_a = start_service("--token-file", token)
+        procs.append(a)
+        b, url_b = start_service("--token-file", token)
+        procs.append(b)
         import time
         import urllib.request
-        for _ in range(100):
-            try:
-                urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+        # free_port() can race another test for the port: when nginx cannot bind (it exits),
+        # try again on another one.
+        for attempt in range(5):
+            port = free_port()
+            conf = os.path.join(TMP, "nginx.conf")
+            with open(conf, "w") as f:
+                f.write(NGINX_CONF.format(tmp=TMP, a=url_a[len("http://"):],
+                                          b=url_b[len("http://"):], port=port))
+            ng = subprocess.Popen([nginx, "-c", conf, "-p", TMP], stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+            procs.append(ng)
+            up = False
+            for _ in range(200):
+                if ng.poll() is not None:
+                    break
+                try:
+                    urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1)
+                    up = True
+                    break
+                except Exception:
+                    time.sleep(0.05)
+            if up:
                 break
-            except Exception:
-                time.sleep(0.05)
         else:
             fail("nginx did not come up: " + open(os.path.join(TMP, "nginx-error.log")).read())
         rng = np.random.default_rng(8)
@@ -689,7 +702,8 @@ http {{
         hc("upscale", inp, remote, "--tile", 64, "--service", f"http://127.0.0.1:{port}",
            "--token-file", token, "-q")
         if open(local, "rb").read() != open(remote, "rb").read():
-            fail("through nginx: bytes differ from the in-process run")
+            fail("through nginx: bytes differ from the in-process run; nginx log: " +
+                 open(os.path.join(TMP, "nginx-error.log")).read())
         secret = open(token).read().strip()
         ta, tb = metric(url_a, "hc_tiles_total", secret), metric(url_b, "hc_tiles_total", secret)
         if ta <= 0 or tb <= 0:
