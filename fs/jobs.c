@@ -507,9 +507,11 @@ job_run(struct hc_jobs *j, struct job *jb)
         goto fail;
     }
     /* One descriptor for hashing and decoding: a rename or a replacement of the file after
-     * this point cannot mix two versions in one job. */
-    fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0 && errno == ENOENT) {
+     * this point cannot mix two versions in one job. The file was regular when the job was
+     * queued, but may have been replaced since: O_NONBLOCK and O_NOFOLLOW so that a FIFO
+     * (or a symlink to one) renamed over it cannot block this worker, and unmount, forever. */
+    fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK | O_NOFOLLOW);
+    if (fd < 0 && (errno == ENOENT || errno == ELOOP)) {
         /* Renamed or removed since it was queued (Finder renames after clearing its mark,
          * rsync after closing): nothing failed, and the new name has its own job. */
         snprintf(err, sizeof(err), "hcfs: the input is gone (renamed or removed)");
@@ -520,6 +522,12 @@ job_run(struct hc_jobs *j, struct job *jb)
         snprintf(err, sizeof(err), "hcfs: cannot open input: %s", strerror(errno));
         goto fail;
     }
+    if (!S_ISREG(st0.st_mode)) {
+        snprintf(err, sizeof(err), "hcfs: the input is gone (replaced by a non-regular file)");
+        gone = 1;
+        goto fail;
+    }
+    (void)fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) & ~O_NONBLOCK);
     pthread_mutex_lock(&j->lock);
     sig_of(&st0, &jb->sig); /* the job is for the version it reads */
     pthread_mutex_unlock(&j->lock);

@@ -424,6 +424,33 @@ def case_finder():
     check(m.unmount() == 0, "clean exit")
 
 
+def case_replaced():
+    """A queued job whose input is replaced by a FIFO (renamed over it) before the job
+    starts must not block its worker: the job ends, and unmount exits at once. The only
+    worker is held by a job on a stopped service (SIGSTOP) while the file is replaced."""
+    w = tmpdir("replaced")
+    svc = Service(w)
+    blocker = make_image(os.path.join(w, "b.png"), 200, 150, 63)
+    v1 = make_image(os.path.join(w, "v1.png"), 200, 150, 64)
+    m = Mount(w, "jobs=1,timeout=60,service=%s" % svc.url)  # prefetch on, one worker
+    os.killpg(svc.proc.pid, signal.SIGSTOP)
+    try:
+        subprocess.run(["cp", blocker, os.path.join(m.input, "b.png")], check=True)
+        m.wait_state("b.png", ("running",), 30)
+        subprocess.run(["cp", v1, os.path.join(m.input, "x.png")], check=True)
+        m.wait_state("x.png", ("pending",), 10)
+        os.mkfifo(os.path.join(m.data, ".x.fifo"))
+        os.rename(os.path.join(m.input, ".x.fifo"), os.path.join(m.input, "x.png"))
+    finally:
+        os.killpg(svc.proc.pid, signal.SIGCONT)
+    m.wait_state("b.png", ("done",), 60)
+    end = time.time() + 10
+    while m.stat()["running"] > 0 and time.time() < end:
+        time.sleep(0.05)
+    check(m.stat()["running"] == 0, "a worker is stuck on the replaced input: %s" % m.stat())
+    check(m.unmount(timeout=10) == 0, "clean exit")
+
+
 # --------------------------------------------------------------------------- crashes, signals
 
 def big_input(w, name="big.png"):
@@ -796,6 +823,7 @@ CASES = {
     "bad_files": case_bad_files,
     "finder": case_finder,
     "versions": case_versions,
+    "replaced": case_replaced,
     "kill9": case_kill9,
     "signals": case_signals,
     "svc_readers": case_svc_readers,
