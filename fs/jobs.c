@@ -433,7 +433,12 @@ static void
 job_finish(struct hc_jobs *j, struct job *jb, int ok, const char *out_path, uint64_t size,
            const char *error)
 {
-    if (j->cfg.on_end)
+    /* Not while stopping: the readers are gone, and the FUSE loop that would serve the
+     * reads on_end's page invalidation may wait for has ended (hcfs would hang for good). */
+    pthread_mutex_lock(&j->lock);
+    int stopping = j->stopping;
+    pthread_mutex_unlock(&j->lock);
+    if (j->cfg.on_end && !stopping)
         j->cfg.on_end(j->cfg.on_end_ctx, jb->rel); /* rel never changes: no lock needed */
     pthread_mutex_lock(&j->lock);
     if (ok) {

@@ -49,7 +49,8 @@ struct hc_jobs_cfg {
     struct hc_pathmap *paths; /* outputs remembered across mounts (kept, not owned); NULL */
     /* Called from a worker when a job of rel ends (done or failed), before any waiting
      * reader wakes: hcfs drops the kernel's cached attributes of upscaled/<rel> there, so
-     * the size a reader sees after open() is the output's. May be NULL. */
+     * the size a reader sees after open() is the output's. Not called for jobs that end
+     * once hc_jobs_stop has begun. May be NULL. */
     void (*on_end)(void *ctx, const char *rel);
     void *on_end_ctx;
 };

@@ -973,6 +973,12 @@ hc_fs_job_ended(void *ctx, const char *rel)
     char p[PATH_MAX];
     if (!fs->fuse || (size_t)snprintf(p, sizeof(p), "/upscaled/%s", rel) >= sizeof(p))
         return;
+    /* The invalidation drops x's cached pages and so waits for every read of x in flight;
+     * once the loop is ending (SIGTERM, unmount) nobody will answer those reads, and this
+     * worker, the job pool's join and hcfs would hang with the reader for good. Readers
+     * waiting for this job are being sent away then anyway. */
+    if (fuse_session_exited(fuse_get_session(fs->fuse)))
+        return;
     /* -ENOENT when the kernel never looked the path up: nothing cached, nothing to do. */
     (void)fuse_invalidate_path(fs->fuse, p);
 }

@@ -82,11 +82,26 @@ def require_service():
         skip("hc-gpu-service is not built")
 
 
+def mounted(path):
+    """Whether path is a mount point, from /proc/self/mountinfo: a stat() of a hung FUSE
+    mount would block the clean-up itself."""
+    try:
+        with open("/proc/self/mountinfo") as f:
+            pts = [l.split()[4].encode().decode("unicode_escape") for l in f]
+    except OSError:
+        return os.path.ismount(path)
+    return os.path.abspath(path) in pts  # not realpath: it would stat the mount
+
+
 def cleanup():
     for m in reversed(_mounts):
-        if os.path.ismount(m):
+        if mounted(m):
             subprocess.run(["fusermount3", "-u", m], stderr=subprocess.DEVNULL)
-        if os.path.ismount(m):
+        if mounted(m) and os.geteuid() == 0:
+            # A daemon stuck with requests unanswered: -f aborts the connection (root only),
+            # which frees the processes waiting on it.
+            subprocess.run(["umount", "-f", m], stderr=subprocess.DEVNULL)
+        if mounted(m):
             subprocess.run(["fusermount3", "-uz", m], stderr=subprocess.DEVNULL)
     _mounts.clear()
     for p in reversed(_procs):

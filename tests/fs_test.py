@@ -596,6 +596,48 @@ def case_signals():
     check(m3.unmount() == 0, "fusermount3 -u")
 
 
+def case_sigterm_reading():
+    """SIGTERM while a program reads upscaled/x (pages in flight) and a job for a new version
+    of x runs: hcfs exits at once. (The ending job dropped the kernel's cached pages of x
+    after the FUSE loop had stopped answering, waited for a read nobody would serve, and
+    hung hcfs and the reader for good.)"""
+    import fs_lib
+    w = tmpdir("sigread")
+    svc = Service(w)
+    v1 = make_image(os.path.join(w, "v1.png"), 600, 400, 91)
+    v2 = make_image(os.path.join(w, "v2.png"), 300, 200, 92)
+    m = Mount(w, "noprefetch,timeout=60,service=%s" % svc.url)
+    subprocess.run(["cp", v1, os.path.join(m.input, "x.png")], check=True)
+    x = os.path.join(m.up, "x.png")
+    reader = subprocess.Popen(["/usr/bin/python3", "-c", """
+import os, sys
+fd = os.open(sys.argv[1], os.O_RDONLY)
+print(os.fstat(fd).st_size, flush=True)
+while True:  # every pread asks hcfs again
+    os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    os.pread(fd, 1 << 16, 0)
+""", x], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, start_new_session=True)
+    fs_lib._procs.append(reader)
+    check(int(reader.stdout.readline() or 0) > 0, "the reader could not open x.png")
+    os.killpg(svc.proc.pid, signal.SIGSTOP)
+    try:
+        subprocess.run(["cp", v2, os.path.join(m.input, ".x.tmp")], check=True)
+        os.rename(os.path.join(m.input, ".x.tmp"), os.path.join(m.input, "x.png"))
+        waiter = subprocess.Popen(["cat", x], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        fs_lib._procs.append(waiter)
+        m.wait_state("x.png", ("running",), 30)
+        time.sleep(0.3)
+        os.kill(m.proc.pid, signal.SIGTERM)
+        try:
+            rc = m.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            fail("hcfs did not exit within 20 s of SIGTERM while x.png was read")
+    finally:
+        os.killpg(svc.proc.pid, signal.SIGCONT)
+    check(rc == 0, "exit status %d after SIGTERM:\n%s" % (rc, m.log()))
+    check(not fs_lib.mounted(m.root), "still mounted after SIGTERM")
+
+
 # --------------------------------------------------------------------------- with a service
 
 def svc_inputs(w, n, wh=(200, 150)):
@@ -826,6 +868,7 @@ CASES = {
     "replaced": case_replaced,
     "kill9": case_kill9,
     "signals": case_signals,
+    "sigterm_reading": case_sigterm_reading,
     "svc_readers": case_svc_readers,
     "svc_down": case_svc_down,
     "svc_token": case_svc_token,
