@@ -46,6 +46,7 @@ struct job {
     int refs; /* table + queue/worker + waiting readers */
     int waiters;
     int opened; /* its output was handed to a reader before */
+    int stale;  /* failed because its version of the file is gone or was rewritten */
     volatile int cancel;
     int has_key;
     char key[HC_TC_KEY_LEN + 1];
@@ -331,6 +332,14 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
             pthread_mutex_unlock(&j->lock);
             return r;
         }
+        if (jb->state == HC_JOB_FAILED && jb->stale) {
+            /* The file this job read is gone or was rewritten while it ran: wait for the
+             * version the path has now (or say ENOENT), not EIO. */
+            job_unref_locked(jb);
+            pthread_mutex_unlock(&j->lock);
+            r = -EAGAIN;
+            continue;
+        }
         if (jb->state == HC_JOB_FAILED) {
             if (err && errlen)
                 snprintf(err, errlen, "%s", jb->error);
@@ -378,8 +387,9 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
         r = -oerr;
     }
     if (err && errlen)
-        snprintf(err, errlen, "hcfs: the output keeps disappearing from the cache: %s",
-                 strerror(-r));
+        snprintf(err, errlen, "%s",
+                 r == -EAGAIN ? "hcfs: the input keeps changing while it is upscaled"
+                              : "hcfs: the output keeps disappearing from the cache");
     return -EIO;
 }
 
@@ -504,7 +514,7 @@ job_run(struct hc_jobs *j, struct job *jb)
     struct hc_image_info info;
     struct hc_tc_entry e;
     struct hc_client *derived = NULL;
-    int fd = -1, r, gone = 0;
+    int fd = -1, r, gone = 0, stale = 0, have_st0 = 0;
     double t0 = now_s(), t_run = t0, t_ran = t0;
 
     if ((size_t)snprintf(path, sizeof(path), "%s/%s", j->data_dir, jb->rel) >= sizeof(path)) {
@@ -527,6 +537,7 @@ job_run(struct hc_jobs *j, struct job *jb)
         snprintf(err, sizeof(err), "hcfs: cannot open input: %s", strerror(errno));
         goto fail;
     }
+    have_st0 = 1;
     if (!S_ISREG(st0.st_mode)) {
         snprintf(err, sizeof(err), "hcfs: the input is gone (replaced by a non-regular file)");
         gone = 1;
@@ -696,9 +707,19 @@ job_run(struct hc_jobs *j, struct job *jb)
 
 fail:
     hc_client_close(derived);
+    /* A failure of a file rewritten meanwhile (a decoder that met the new bytes, or the
+     * check above) is the old version's: readers wait for the new one instead. */
+    if (!gone && have_st0 &&
+        (fstat(fd, &st1) < 0 || st1.st_size != st0.st_size ||
+         ST_MTIM(&st1).tv_sec != ST_MTIM(&st0).tv_sec ||
+         ST_MTIM(&st1).tv_nsec != ST_MTIM(&st0).tv_nsec))
+        stale = 1;
     if (fd >= 0)
         close(fd);
     fprintf(stderr, "%s hcfs: job %s: %s\n", gone ? "info" : "warn", jb->rel, err);
+    pthread_mutex_lock(&j->lock);
+    jb->stale = gone || stale;
+    pthread_mutex_unlock(&j->lock);
     job_finish(j, jb, 0, NULL, 0, err);
     if (gone) {
         pthread_mutex_lock(&j->lock);

@@ -74,7 +74,9 @@ int hc_jobs_prefetch(struct hc_jobs *j, const char *rel);
  * (fd may be NULL: only the size is wanted), *size its size and *keep_cache 1 when this job's
  * output was opened before (the kernel's cached pages for the path are this output's).
  * Fails with -EIO when the job failed (reason in err, a buffer of errlen bytes, and in the
- * status), -ENOENT when the input is gone. */
+ * status), -ENOENT when the input is gone. A job that failed because the file it read was
+ * rewritten or removed meanwhile is not a failure of the path: the wait goes on for the
+ * version the path has now. */
 int hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), void *stop_ctx,
                         int *fd, uint64_t *size, int *keep_cache, char *err, size_t errlen);
 

@@ -451,6 +451,37 @@ def case_replaced():
     check(m.unmount(timeout=10) == 0, "clean exit")
 
 
+def case_rewritten():
+    """A reader waiting for a running job whose input is rewritten in place meanwhile gets
+    the new version's output, not EIO: the old job's output is discarded (it may mix
+    versions), and the reader waits for the version the file now has. The job is held on a
+    stopped service (SIGSTOP) while the file is rewritten."""
+    w = tmpdir("rewritten")
+    svc = Service(w)
+    v1 = make_image(os.path.join(w, "v1.png"), 200, 150, 65)
+    v2 = make_image(os.path.join(w, "v2.png"), 190, 140, 66)
+    ref2 = hc_upscale(v2, os.path.join(w, "ref2.png"))
+    m = Mount(w, "noprefetch,timeout=60,service=%s" % svc.url)
+    subprocess.run(["cp", v1, os.path.join(m.input, "x.png")], check=True)
+    os.killpg(svc.proc.pid, signal.SIGSTOP)
+    try:
+        reader = subprocess.Popen(["cat", os.path.join(m.up, "x.png")], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE)
+        m.wait_state("x.png", ("running",), 30)
+        subprocess.run(["cp", v2, os.path.join(m.input, "x.png")], check=True)  # in place
+    finally:
+        os.killpg(svc.proc.pid, signal.SIGCONT)
+    try:
+        data, err = reader.communicate(timeout=120)
+    except subprocess.TimeoutExpired:
+        reader.kill()
+        fail("the reader hung")
+    check(reader.returncode == 0 and data == ref2,
+          "reader during an in-place rewrite: rc %d, %d bytes vs %d: %s" %
+          (reader.returncode, len(data), len(ref2), err.decode(errors="replace")))
+    check(m.unmount() == 0, "clean exit")
+
+
 # --------------------------------------------------------------------------- crashes, signals
 
 def big_input(w, name="big.png"):
@@ -866,6 +897,7 @@ CASES = {
     "finder": case_finder,
     "versions": case_versions,
     "replaced": case_replaced,
+    "rewritten": case_rewritten,
     "kill9": case_kill9,
     "signals": case_signals,
     "sigterm_reading": case_sigterm_reading,
