@@ -402,14 +402,25 @@ hc_jobs_status(struct hc_jobs *j, const char *rel, const struct stat *st, struct
     pthread_mutex_lock(&j->lock);
     struct job *jb = table_get_locked(j, rel);
     int found = jb && sig_eq(&jb->sig, &sg);
+    char out[PATH_MAX] = "";
     if (found) {
         s->state = jb->state;
         s->done = jb->done;
         s->total = jb->total;
         s->size = jb->size;
         snprintf(s->error, sizeof(s->error), "%s", jb->error);
+        if (jb->state == HC_JOB_DONE && jb->out_path)
+            snprintf(out, sizeof(out), "%s", jb->out_path);
     }
     pthread_mutex_unlock(&j->lock);
+    /* Evicted since the job ended: not done any more (the next open runs it again), and
+     * the size is an estimate again, as for a version never upscaled. */
+    struct stat ost;
+    if (found && s->state == HC_JOB_DONE &&
+        (stat(out, &ost) != 0 || (uint64_t)ost.st_size != s->size)) {
+        memset(s, 0, sizeof(*s));
+        return;
+    }
     uint64_t size;
     if (!found && hc_pathmap_get(j->cfg.paths, rel, st, &size) == 0) {
         s->state = HC_JOB_DONE;

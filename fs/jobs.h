@@ -99,8 +99,9 @@ struct hc_job_status {
 };
 
 /* Status of the job of the version of rel whose lstat() is *st (NONE when the latest job of
- * rel was for another version). Without a job in this mount, a version done before (the
- * path map) reports DONE with its size. Never starts anything, never reads the input. */
+ * rel was for another version, or its output was evicted since). Without a job in this
+ * mount, a version done before (the path map) reports DONE with its size. Never starts
+ * anything, never reads the input. */
 void hc_jobs_status(struct hc_jobs *j, const char *rel, const struct stat *st,
                     struct hc_job_status *s);
 

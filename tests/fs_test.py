@@ -270,6 +270,8 @@ def case_evicted():
         time.sleep(0.2)
     s = m.stat()
     check(s["cache_evicted"] >= 1 and s["cache_entries"] <= 1, "not evicted: %s" % s)
+    # an evicted output is not "done": opening it runs the job again
+    check(m.state("v.png") == "none", "state of an evicted output: %s" % m.state("v.png"))
     check(open(os.path.join(m.up, "v.png"), "rb").read() == ref, "read after eviction")
     check(m.jobs_run() == 3, "eviction: %d runs, want 3" % m.jobs_run())
     check(m.unmount() == 0, "clean exit")
