@@ -29,6 +29,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "bicubic_math.h"
 #include "cpu.h"
 #include "image.h"
 
@@ -36,30 +37,7 @@
 static inline void
 hc_bicubic_map(int d, int scale, int *i, float *t)
 {
-    float f = (float)((d + 0.5) * (1.0 / scale) - 0.5);
-    float fl = floorf(f);
-    *i = (int)fl;
-    *t = f - fl;
-}
-
-/* The four float weights of fraction t (OpenCV's interpolateCubic, same operation order). */
-static inline void
-hc_bicubic_coeffs(float t, float c[4])
-{
-    const float A = -0.75f;
-    float t1 = t + 1.0f, u = 1.0f - t;
-    c[0] = ((A * t1 - 5.0f * A) * t1 + 8.0f * A) * t1 - 4.0f * A;
-    c[1] = ((A + 2.0f) * t - (A + 3.0f)) * t * t + 1.0f;
-    c[2] = ((A + 2.0f) * u - (A + 3.0f)) * u * u + 1.0f;
-    c[3] = 1.0f - c[0] - c[1] - c[2];
-}
-
-/* Q11 weight: round half to even (OpenCV's saturate_cast<short>(c * 2048), i.e. cvRound). */
-static inline int16_t
-hc_bicubic_q11(float c)
-{
-    long v = lrintf(c * 2048.0f);
-    return (int16_t)(v < -32768 ? -32768 : v > 32767 ? 32767 : v);
+    hc_bicubic_map_inv(d, 1.0 / scale, i, t);
 }
 
 /* Number of leading elements of an output row of n elements that OpenCV's vertical pass

@@ -23,6 +23,7 @@
 
 #include <cuda_runtime.h>
 
+#include "bicubic_math.h"
 #include "error.h"
 
 #ifndef HC_NC
@@ -49,34 +50,6 @@ struct tile_args {
     long simd_end; /* output-row elements computed with OpenCV's SIMD (float) formulas */
     int by;        /* output rows per block (<= BY_MAX) */
 };
-
-/* hc_bicubic_map() with 1.0 / scale computed once on the host (same IEEE value). */
-__device__ __forceinline__ void
-map_pos(int d, double inv_scale, int *i, float *t)
-{
-    float f = (float)((d + 0.5) * inv_scale - 0.5);
-    float fl = floorf(f);
-    *i = (int)fl;
-    *t = f - fl;
-}
-
-__device__ __forceinline__ void
-coeffs(float t, float c[4])
-{
-    const float A = -0.75f;
-    float t1 = t + 1.0f, u = 1.0f - t;
-    c[0] = ((A * t1 - 5.0f * A) * t1 + 8.0f * A) * t1 - 4.0f * A;
-    c[1] = ((A + 2.0f) * t - (A + 3.0f)) * t * t + 1.0f;
-    c[2] = ((A + 2.0f) * u - (A + 3.0f)) * u * u + 1.0f;
-    c[3] = 1.0f - c[0] - c[1] - c[2];
-}
-
-__device__ __forceinline__ int
-q11(float c)
-{
-    int v = __float2int_rn(c * 2048.0f); /* round half even, like lrintf */
-    return v < -32768 ? -32768 : v > 32767 ? 32767 : v;
-}
 
 __device__ __forceinline__ int
 clampi(int v, int lo, int hi)
@@ -128,11 +101,11 @@ __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args
     /* Source columns / rows the block needs: taps of its first and last output. */
     int i0, i1;
     float tt;
-    map_pos(ox0, a.inv_scale, &i0, &tt);
-    map_pos(ox0 + bw - 1, a.inv_scale, &i1, &tt);
+    hc_bicubic_map_inv(ox0, a.inv_scale, &i0, &tt);
+    hc_bicubic_map_inv(ox0 + bw - 1, a.inv_scale, &i1, &tt);
     const int cx0 = clampi(i0 - 1, 0, a.image_w - 1), cx1 = clampi(i1 + 2, 0, a.image_w - 1);
-    map_pos(oy0, a.inv_scale, &i0, &tt);
-    map_pos(oy0 + bh - 1, a.inv_scale, &i1, &tt);
+    hc_bicubic_map_inv(oy0, a.inv_scale, &i0, &tt);
+    hc_bicubic_map_inv(oy0 + bh - 1, a.inv_scale, &i1, &tt);
     const int ry0 = clampi(i0 - 1, 0, a.image_h - 1), ry1 = clampi(i1 + 2, 0, a.image_h - 1);
     const int sw = cx1 - cx0 + 1, sh = ry1 - ry0 + 1;
     const int srowe = sw * CN;
@@ -140,11 +113,11 @@ __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args
     if (tid < bh) {
         int iy;
         float t, c[4];
-        map_pos(oy0 + tid, a.inv_scale, &iy, &t);
-        coeffs(t, c);
+        hc_bicubic_map_inv(oy0 + tid, a.inv_scale, &iy, &t);
+        hc_bicubic_coeffs(t, c);
         s_yi[tid] = iy;
         for (int k = 0; k < 4; k++) {
-            int ib = q11(c[k]);
+            int ib = hc_bicubic_q11(c[k]);
             s_yib[tid][k] = ib;
             s_yb[tid][k] = u8 ? (float)ib * (1.0f / (2048.0f * 2048.0f)) : c[k];
         }
@@ -192,11 +165,11 @@ __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args
         if (has[j]) {
             int ix;
             float t, c[4];
-            map_pos(ox0 + x, a.inv_scale, &ix, &t);
-            coeffs(t, c);
+            hc_bicubic_map_inv(ox0 + x, a.inv_scale, &ix, &t);
+            hc_bicubic_coeffs(t, c);
             for (int k = 0; k < 4; k++) {
                 tp[j][k] = (clampi(ix - 1 + k, 0, a.image_w - 1) - cx0) * CN;
-                ia[j][k] = q11(c[k]);
+                ia[j][k] = hc_bicubic_q11(c[k]);
                 w[j][k] = c[k];
             }
         }
