@@ -46,7 +46,10 @@ struct conn {
     int cut;            /* the watchdog shut it down */
 };
 
-enum req_state { REQ_RECEIVING, REQ_QUEUED, REQ_DONE };
+/* REQ_DISCARD: refused at the headers (token, draining, encoding) but the body is read and
+ * dropped before the answer goes out. Closing on unread bytes makes the kernel send a reset
+ * that can overtake the answer: a proxy in front then reports 502 instead of the 401. */
+enum req_state { REQ_RECEIVING, REQ_QUEUED, REQ_DONE, REQ_DISCARD };
 
 struct req {
     struct hc_service *svc;
@@ -521,6 +524,35 @@ cl_each(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
     return MHD_YES;
 }
 
+/* Answers a refusal decided at the headers. A client that waits for 100 Continue has sent
+ * nothing yet and is answered at once; otherwise the body (bounded by --max-body and the
+ * request timeout, and never stored) is read first, like nginx's lingering close. */
+static enum MHD_Result
+refuse_early(struct req *rq)
+{
+    const char *expect =
+        MHD_lookup_connection_value(rq->mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_EXPECT);
+    const char *cl =
+        MHD_lookup_connection_value(rq->mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
+    const char *te =
+        MHD_lookup_connection_value(rq->mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_TRANSFER_ENCODING);
+    char *end;
+    unsigned long long v;
+
+    if (expect && strcasecmp(expect, "100-continue") == 0)
+        return queue(rq);
+    if (cl) {
+        errno = 0;
+        v = strtoull(cl, &end, 10);
+        if (errno || end == cl || *end || v == 0 || v > rq->svc->o.max_body)
+            return queue(rq);
+    } else if (!te) {
+        return queue(rq); /* no body */
+    }
+    rq->state = REQ_DISCARD;
+    return MHD_YES;
+}
+
 /* First call of an upscale request: headers are in, no body yet. Refusals here (auth, size
  * from Content-Length, encoding) are answered before a byte of the body is read. */
 static enum MHD_Result
@@ -534,19 +566,19 @@ start_upscale(struct req *rq)
     rq->is_upscale = 1;
     if (!token_ok(s, mc)) {
         set_error(rq, 401, "missing or wrong bearer token");
-        return queue(rq);
+        return refuse_early(rq);
     }
     pthread_mutex_lock(&s->lock);
     draining = s->draining;
     pthread_mutex_unlock(&s->lock);
     if (draining) {
         set_error(rq, 503, "draining: shutting down");
-        return queue(rq);
+        return refuse_early(rq);
     }
     ce = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_ENCODING);
     if (hc_encoding_parse(ce, &rq->in_enc) != 0) {
         set_error(rq, 415, "%s", hc_last_error());
-        return queue(rq);
+        return refuse_early(rq);
     }
     ae = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
     rq->out_enc = hc_encoding_accept(ae);
@@ -685,6 +717,13 @@ on_request(void *cls, struct MHD_Connection *mc, const char *url, const char *me
     if (*upload_data_size) {
         size_t size = *upload_data_size;
         *upload_data_size = 0;
+        if (rq->state == REQ_DISCARD) {
+            /* Same bounds as a body that is kept, none of the memory. */
+            if (now_s() - rq->start > s->o.request_timeout || size > s->o.max_body - rq->len)
+                return MHD_NO;
+            rq->len += size;
+            return MHD_YES;
+        }
         if (rq->state != REQ_RECEIVING)
             return MHD_NO;
         return body_chunk(rq, upload_data, size);
@@ -692,6 +731,8 @@ on_request(void *cls, struct MHD_Connection *mc, const char *url, const char *me
     switch (rq->state) {
     case REQ_RECEIVING:
         return admit(rq);
+    case REQ_DISCARD:
+        return queue(rq);
     case REQ_QUEUED:
         return MHD_YES; /* spurious call while suspended */
     case REQ_DONE:

@@ -535,6 +535,29 @@ def t_token():
            {"Authorization": "Bearer s3cret-token-for-tests-0123456789"})
     st, _, _ = svc.request("GET", "/metrics")
     check(st == 401, "/metrics without token answered %d" % st)
+    # A refused client that sends its whole body before reading (as nginx does, unbuffered)
+    # reads the 401, not a reset, and can go on on the same connection: the service drains
+    # the body instead of closing on unread bytes (which made nginx answer 502).
+    big = bytes(8 << 20)
+    for i in range(3):
+        s = socket.create_connection(("127.0.0.1", svc.port), timeout=20)
+        head = ("POST /v1/upscale HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
+                "Content-Length: %d\r\n\r\n" % len(big)).encode()
+        try:
+            s.sendall(head + big)
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+            got = b""
+            while got.count(b"HTTP/1.1 ") < 2 or not got.rstrip().endswith(b"}"):
+                b = s.recv(65536)
+                if not b:
+                    break
+                got += b
+        except (ConnectionResetError, BrokenPipeError) as e:
+            fail("refused 8 MiB body: connection reset (%s) instead of a 401" % e)
+        finally:
+            s.close()
+        check(got.startswith(b"HTTP/1.1 401") and b"HTTP/1.1 200" in got,
+              "refused 8 MiB body, then /healthz on the same connection: %r" % got[:300])
     svc.healthy()  # probes need no token
     # a public address without a token is refused; with --insecure-public it starts
     p = subprocess.run([SERVICE, "--listen", "0.0.0.0:0", "--backend", "cpu"],
