@@ -1,7 +1,8 @@
 /* bench_kernel.c: bench_service_kernel W H CHANNELS SCALE [ITERS] (scripts/bench-service).
  * Times the CUDA bicubic kernel on one W x H u8 image as a single tile and a device-to-device
  * cudaMemcpy in the same run (medians of CUDA-event timings), and prints the achieved
- * bandwidths: kernel = (bytes read + bytes written) / time, copy = 2 * bytes / time. */
+ * bandwidths: kernel = (bytes read + bytes written) / time, copy = 2 * bytes / time.
+ * HC_CUDA_GENERIC=1 times the generic kernel instead of the per-scale one (x2). */
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -24,6 +25,8 @@ main(int argc, char **argv)
     scale = atoi(argv[4]);
     if (argc > 5)
         iters = atoi(argv[5]);
+    if (getenv("HC_CUDA_GENERIC") && atoi(getenv("HC_CUDA_GENERIC")))
+        hc_cuda_force_generic(1);
     if (hc_cuda_bench(w, h, ch, 8, scale, iters, &kms, &cms)) {
         fprintf(stderr, "bench_service_kernel: %s\n", hc_last_error());
         return 1;

@@ -41,6 +41,10 @@ int hc_cuda_run(struct hc_cuda *cu, const struct hc_wire_tile *tiles, const uint
 /* 0 when every device answers a trivial call. */
 int hc_cuda_ping(struct hc_cuda *cu);
 
+/* Test and benchmark support: on, every tile takes the generic kernel (any scale) instead
+ * of the per-scale one (x2). Process-wide. */
+void hc_cuda_force_generic(int on);
+
 /* Benchmark support (scripts/bench-service): on device 0, times the kernel upscaling a
  * w x h image of `channels` u8 channels by `scale` as one tile, and a device-to-device
  * cudaMemcpy of the same total byte count, each the median of `iters` runs timed with CUDA

@@ -139,20 +139,12 @@ concurrent(void *p)
     return NULL;
 }
 
-int
-main(void)
+/* Every case once with the kernels as chosen (the per-scale kernel at x2) and once with
+ * the generic kernel forced: both must match the CPU reference. */
+static int
+run_all(struct hc_cuda *cu, int quick)
 {
-    struct hc_cuda *cu;
-    int quick = getenv("HC_CUDA_TEST_QUICK") != NULL;
     int maxside = quick ? 40 : 150, reps = quick ? 1 : 4, ncases = 0;
-    int rc = hc_cuda_open(2, &cu);
-
-    if (rc == -ENODEV)
-        HC_SKIP("%s", hc_last_error());
-    HC_CHECK_MSG(rc == 0, "%s", hc_last_error());
-    fprintf(stderr, "devices: %d, first %s\n", hc_cuda_device_count(cu),
-            hc_cuda_device_name(cu, 0));
-    HC_CHECK(hc_cuda_ping(cu) == 0);
 
     /* every layout and scale, one tile per request */
     for (int depth = 8; depth <= 16; depth += 8)
@@ -172,6 +164,21 @@ main(void)
                     ncases++;
                 }
 
+    /* wide tiles: several blocks across (a block spans 512..1024 columns), a tile start that
+     * is not a multiple of the scale, the image's right edge (OpenCV's integer tail) */
+    for (int depth = 8; depth <= 16; depth += 8)
+        for (int ch = 1; ch <= 4; ch++)
+            for (int scale = 2; scale <= 4; scale++) {
+                struct case_ c;
+                int dev = -1;
+                make_case(&c, ch, depth, scale, quick ? 160 : 700);
+                const uint8_t *src[1] = {c.src};
+                uint8_t *dst[1] = {c.got};
+                HC_CHECK_MSG(hc_cuda_run(cu, &c.t, src, dst, 1, &dev) == 0, "%s", hc_last_error());
+                compare(&c);
+                free_case(&c);
+                ncases++;
+            }
     /* batches of mixed tiles */
     for (int b = 0; b < (quick ? 2 : 10); b++) {
         struct case_ cs[16];
@@ -235,7 +242,28 @@ main(void)
             pthread_join(th[i], NULL);
         ncases += 4 * a[0].rounds;
     }
+    return ncases;
+}
+
+int
+main(void)
+{
+    struct hc_cuda *cu;
+    int quick = getenv("HC_CUDA_TEST_QUICK") != NULL, ncases = 0;
+    int rc = hc_cuda_open(2, &cu);
+
+    if (rc == -ENODEV)
+        HC_SKIP("%s", hc_last_error());
+    HC_CHECK_MSG(rc == 0, "%s", hc_last_error());
+    fprintf(stderr, "devices: %d, first %s\n", hc_cuda_device_count(cu),
+            hc_cuda_device_name(cu, 0));
+    HC_CHECK(hc_cuda_ping(cu) == 0);
+    hc_cuda_force_generic(1);
+    ncases += run_all(cu, quick);
+    hc_cuda_force_generic(0);
+    ncases += run_all(cu, quick);
     hc_cuda_close(cu);
-    printf("ok: %d tiles bit-identical to the CPU backend\n", ncases);
+    printf("ok: %d tiles bit-identical to the CPU backend (generic and per-scale kernels)\n",
+           ncases);
     return 0;
 }
