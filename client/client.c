@@ -56,8 +56,8 @@ struct url_state {
 };
 
 struct counters {
-    _Atomic uint64_t requests, responses_ok, retries, failovers, failures, tiles, bytes_sent,
-        bytes_received;
+    _Atomic uint64_t requests, responses_ok, retries, failovers, failures, splits, tiles,
+        bytes_sent, bytes_received;
 };
 
 struct run;
@@ -380,6 +380,7 @@ hc_client_stats(const struct hc_client *c, struct hc_client_stats *s)
     s->retries = atomic_load_explicit(&k->retries, memory_order_relaxed);
     s->failovers = atomic_load_explicit(&k->failovers, memory_order_relaxed);
     s->failures = atomic_load_explicit(&k->failures, memory_order_relaxed);
+    s->splits = atomic_load_explicit(&k->splits, memory_order_relaxed);
     s->tiles = atomic_load_explicit(&k->tiles, memory_order_relaxed);
     s->bytes_sent = atomic_load_explicit(&k->bytes_sent, memory_order_relaxed);
     s->bytes_received = atomic_load_explicit(&k->bytes_received, memory_order_relaxed);
@@ -732,7 +733,7 @@ struct run {
     struct shared *sh;
     const struct hc_job_geom *g;
     struct hc_tile *tiles;
-    struct req *reqs;
+    struct req *reqs; /* room for one per tile: a split appends one */
     size_t nreq, ndone;
     size_t cursor;  /* requests before it have had a first attempt */
     struct xfer *x; /* sh->inflight slots */
@@ -1107,6 +1108,27 @@ finish(struct run *R, struct xfer *x, CURLcode res)
     } else {
         char d[360];
         describe_status(x, status, d, sizeof d);
+        if ((status == 413 || status == 422) && r->n > 1) {
+            /* Too big for this service (body size, tiles or pixels per request): send the
+             * two halves as requests of their own. A single tile that is still too big
+             * fails below with the service's reason. */
+            struct req *b = &R->reqs[R->nreq++];
+            size_t half = r->n / 2;
+            memset(b, 0, sizeof *b);
+            b->first = r->first + half;
+            b->n = r->n - half;
+            b->last_url = -1;
+            r->n = half;
+            free(r->body);
+            r->body = NULL;
+            r->attempts = r->failed = 0;
+            r->last_url = -1;
+            r->state = REQ_WAIT;
+            r->due = now;
+            url_ok(sh, x->url);
+            count(&sh->st.splits, 1);
+            return 0;
+        }
         if (status != 429 && status < 500) {
             /* The service judged the request itself: another URL would say the same. */
             return hc_error(status_errno(status), DOMAIN, "%s: %s", url, d);
@@ -1193,7 +1215,7 @@ run_fill(struct run *R, uint64_t now, uint64_t *next_due)
             continue;
         struct req *pick = NULL;
         for (size_t i = 0; i < R->cursor && !pick; i++)
-            if (R->reqs[i].state == REQ_WAIT && R->reqs[i].attempts > 0) {
+            if (R->reqs[i].state == REQ_WAIT) { /* a retry, or the first half of a split */
                 if (R->reqs[i].due <= now)
                     pick = &R->reqs[i];
                 else if (R->reqs[i].due < *next_due)
@@ -1355,7 +1377,7 @@ http_run(void *ctx, const struct hc_job_geom *g, struct hc_tile *tiles, size_t n
     R->g = g;
     R->tiles = tiles;
     R->nreq = (n + per - 1) / per;
-    R->reqs = calloc(R->nreq, sizeof *R->reqs);
+    R->reqs = calloc(n, sizeof *R->reqs); /* splits can make one request per tile */
     R->x = calloc((size_t)sh->inflight, sizeof *R->x);
     if (!R->reqs || !R->x) {
         rc = hc_error(-ENOMEM, DOMAIN, "out of memory");

@@ -101,6 +101,7 @@ struct hc_client_stats {
     uint64_t retries;        /* attempts after the first of a request */
     uint64_t failovers;      /* retries sent to a different URL than the failed attempt */
     uint64_t failures;       /* attempts that failed (transport, 5xx, 429, bad body) */
+    uint64_t splits;         /* requests sent again as two halves after a 413 or 422 */
     uint64_t tiles;          /* tiles delivered to callers */
     uint64_t bytes_sent;     /* request bodies as sent (after compression) */
     uint64_t bytes_received; /* response bodies as received (before decompression) */

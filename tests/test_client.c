@@ -973,8 +973,11 @@ test_refused(void)
 }
 
 /* A request body over the service's --max-body is refused (413) from its Content-Length
- * while the client is still sending it; the client must report that 413 (split the batch),
- * not a broken pipe retried as a transport failure. */
+ * while the client is still sending it: the client reads that 413 (not a broken pipe
+ * retried as a transport failure) and sends the batch again as two halves, down to one
+ * tile a request; the job completes with the right pixels. A single tile still too big
+ * fails at once with the service's reason. Likewise a batch over --max-request-pixels
+ * (422). */
 static void
 test_too_large(void)
 {
@@ -984,14 +987,49 @@ test_too_large(void)
     const char *urls[] = {a.url};
     struct job j;
     job_make(&j, 1024, 1024, 3, 8, 2, 1024, 0); /* 4 tiles of ~0.8 MB source each */
-    struct hc_client *c = client_open(urls, 1, 1, 4, NULL, NULL);
+    struct hc_client *c = client_open(urls, 1, 2, 4, NULL, NULL);
     int rc = run_job(c, &j);
-    fprintf(stderr, "too_large: rc %d: %s\n", rc, hc_last_error());
-    HC_CHECK_EQ(rc, -EINVAL);
-    HC_CHECK(strstr(hc_last_error(), "HTTP 413") != NULL);
+    HC_CHECK_MSG(rc == 0, "%s", hc_last_error());
+    job_verify(&j, "too_large");
     struct hc_client_stats st;
     hc_client_stats(c, &st);
+    fprintf(stderr, "too_large: %llu requests, %llu splits, %llu ok\n",
+            (unsigned long long)st.requests, (unsigned long long)st.splits,
+            (unsigned long long)st.responses_ok);
+    HC_CHECK_EQ(st.splits, 3); /* 4 -> 2 + 2 -> 1 + 1 + 1 + 1 */
+    HC_CHECK_EQ(st.responses_ok, 4);
     HC_CHECK_EQ(st.retries, 0);
+    HC_CHECK_EQ(st.tiles, 4);
+    hc_client_close(c);
+    job_free(&j);
+
+    /* one tile of ~3 MB: nothing to split */
+    job_make(&j, 1024, 1024, 3, 8, 2, 2048, 0);
+    c = client_open(urls, 1, 1, 4, NULL, NULL);
+    rc = run_job(c, &j);
+    fprintf(stderr, "too_large, one tile: rc %d: %s\n", rc, hc_last_error());
+    HC_CHECK_EQ(rc, -EINVAL);
+    HC_CHECK(strstr(hc_last_error(), "HTTP 413") != NULL);
+    hc_client_stats(c, &st);
+    HC_CHECK_EQ(st.retries, 0);
+    HC_CHECK_EQ(st.splits, 0);
+    hc_client_close(c);
+    job_free(&j);
+
+    /* 16 tiles of 64x64 output in batches of 16 against --max-request-pixels 20000: 4 tiles
+     * (16384 pixels) a request pass */
+    const char *extra2[] = {"--max-request-pixels", "20000", NULL};
+    struct service b;
+    service_start(&b, extra2);
+    const char *urls2[] = {b.url};
+    job_make(&j, 128, 128, 3, 8, 2, 64, 0);
+    c = client_open(urls2, 1, 2, 16, NULL, NULL);
+    rc = run_job(c, &j);
+    HC_CHECK_MSG(rc == 0, "%s", hc_last_error());
+    job_verify(&j, "too_large");
+    hc_client_stats(c, &st);
+    HC_CHECK_EQ(st.splits, 3); /* 16 -> 8 + 8 -> 4 x 4 */
+    HC_CHECK_EQ(st.responses_ok, 4);
     hc_client_close(c);
     job_free(&j);
 }
