@@ -32,6 +32,8 @@ usage(FILE *f)
             "  --max-tiles N           tiles in one request (default 1024)\n"
             "  --max-tile-pixels N     output pixels of one tile (default 16777216)\n"
             "  --max-request-pixels N  output pixels of one request (default 67108864)\n"
+            "  --max-memory BYTES      bodies and answers held at once by all requests; more\n"
+            "                          get 429 (default half the physical memory)\n"
             "  --max-connections N     open connections (default 256)\n"
             "  --max-per-ip N          open connections per client address (default 64)\n"
             "  --conn-timeout SECONDS  idle connections are closed (default 10)\n"
@@ -72,6 +74,7 @@ main(int argc, char **argv)
         O_TILES,
         O_TPX,
         O_RPX,
+        O_MEM,
         O_CONNS,
         O_PERIP,
         O_CTO,
@@ -94,6 +97,7 @@ main(int argc, char **argv)
         {"max-tiles", required_argument, NULL, O_TILES},
         {"max-tile-pixels", required_argument, NULL, O_TPX},
         {"max-request-pixels", required_argument, NULL, O_RPX},
+        {"max-memory", required_argument, NULL, O_MEM},
         {"max-connections", required_argument, NULL, O_CONNS},
         {"max-per-ip", required_argument, NULL, O_PERIP},
         {"conn-timeout", required_argument, NULL, O_CTO},
@@ -147,6 +151,8 @@ main(int argc, char **argv)
             NUM(o.max_tile_pixels, "--max-tile-pixels", 1, 1LL << 40);
         case O_RPX:
             NUM(o.max_request_pixels, "--max-request-pixels", 1, 1LL << 40);
+        case O_MEM:
+            NUM(o.max_memory, "--max-memory", 1LL << 20, 1LL << 50);
         case O_CONNS:
             NUM(o.max_connections, "--max-connections", 1, 1000000);
         case O_PERIP:

@@ -145,8 +145,8 @@ static void __attribute__((format(printf, 2, 3))) add(struct text *t, const char
 }
 
 int
-hc_metrics_render(struct hc_metrics *m, int queued, int running, int inflight, char **text,
-                  size_t *len)
+hc_metrics_render(struct hc_metrics *m, int queued, int running, int inflight, uint64_t mem_used,
+                  uint64_t mem_max, char **text, size_t *len)
 {
     struct text t = {malloc(4096), 0, 4096, 0};
 
@@ -191,6 +191,12 @@ hc_metrics_render(struct hc_metrics *m, int queued, int running, int inflight, c
         "# HELP hc_requests_in_flight Upscale requests admitted and not yet answered.\n"
         "# TYPE hc_requests_in_flight gauge\nhc_requests_in_flight %d\n",
         inflight);
+    add(&t,
+        "# HELP hc_memory_bytes Bytes of bodies and answers held by requests now.\n"
+        "# TYPE hc_memory_bytes gauge\nhc_memory_bytes %llu\n"
+        "# HELP hc_memory_limit_bytes The budget for them (--max-memory).\n"
+        "# TYPE hc_memory_limit_bytes gauge\nhc_memory_limit_bytes %llu\n",
+        (unsigned long long)mem_used, (unsigned long long)mem_max);
     add(&t, "# HELP hc_backend_busy_seconds_total Time devices spent on jobs.\n"
             "# TYPE hc_backend_busy_seconds_total counter\n");
     for (int i = 0; i < m->ndev; i++)

@@ -37,7 +37,7 @@ void hc_metrics_busy(struct hc_metrics *m, int device, double seconds);
 
 /* Renders every metric plus the given gauges into a malloc'd text (free()). Returns 0 or
  * -ENOMEM. */
-int hc_metrics_render(struct hc_metrics *m, int queued, int running, int inflight, char **text,
-                      size_t *len);
+int hc_metrics_render(struct hc_metrics *m, int queued, int running, int inflight,
+                      uint64_t mem_used, uint64_t mem_max, char **text, size_t *len);
 
 #endif

@@ -75,6 +75,8 @@ struct req {
     struct MHD_Response *response;
     int status;
     uint64_t bytes_out;
+    uint64_t mem;    /* bytes of s->mem_used this request holds */
+    uint64_t mem_in; /* the part for its body and decoded body, given back once decoded */
 };
 
 struct hc_service {
@@ -92,6 +94,7 @@ struct hc_service {
     pthread_cond_t idle;
     struct conn conns; /* list head */
     int inflight;      /* upscale requests between admission and completion */
+    uint64_t mem_used; /* sum of every request's mem, at most o.max_memory */
     int draining;
     pthread_t watchdog;
     int watchdog_running, stopping;
@@ -104,6 +107,37 @@ now_s(void)
 
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
+/* Takes n bytes of the memory budget for rq (bodies, decoded bodies, answers). 0, or -1
+ * when they do not fit now. */
+static int
+mem_reserve(struct req *rq, uint64_t n)
+{
+    struct hc_service *s = rq->svc;
+    int ok;
+
+    pthread_mutex_lock(&s->lock);
+    ok = n <= s->o.max_memory - s->mem_used;
+    if (ok) {
+        s->mem_used += n;
+        rq->mem += n;
+    }
+    pthread_mutex_unlock(&s->lock);
+    return ok ? 0 : -1;
+}
+
+static void
+mem_release(struct req *rq, uint64_t n)
+{
+    struct hc_service *s = rq->svc;
+
+    pthread_mutex_lock(&s->lock);
+    if (n > rq->mem)
+        n = rq->mem;
+    s->mem_used -= n;
+    rq->mem -= n;
+    pthread_mutex_unlock(&s->lock);
 }
 
 void
@@ -120,6 +154,7 @@ hc_service_defaults(struct hc_service_opts *o)
     o->max_tile_pixels = (uint64_t)4096 * 4096;
     o->max_request_pixels = (uint64_t)64 << 20;
     o->max_tiles = 1024;
+    o->max_memory = 0; /* half the physical memory, decided at start */
     o->max_connections = 256;
     o->max_per_ip = 64;
     o->conn_timeout = 10;
@@ -256,6 +291,23 @@ queue(struct req *rq)
     return r;
 }
 
+/* 429 for a request whose bytes do not fit the memory budget now. */
+static void
+set_busy_memory(struct req *rq, uint64_t want)
+{
+    struct hc_service *s = rq->svc;
+    uint64_t used;
+
+    pthread_mutex_lock(&s->lock);
+    used = s->mem_used;
+    pthread_mutex_unlock(&s->lock);
+    set_error(rq, 429,
+              "memory budget: %llu bytes wanted, %llu of %llu in use (--max-memory): try again "
+              "later",
+              (unsigned long long)want, (unsigned long long)used,
+              (unsigned long long)s->o.max_memory);
+}
+
 /* ---- authentication ----------------------------------------------------------------- */
 
 /* Compares in time that depends only on the expected token's length, so that timing does
@@ -357,6 +409,8 @@ out:
     rq->plain = NULL;
     free(rq->body);
     rq->body = NULL;
+    mem_release(rq, rq->mem_in);
+    rq->mem_in = 0;
     pthread_mutex_lock(&s->lock);
     rq->state = REQ_DONE;
     rq->conn->in_job = 0;
@@ -389,6 +443,10 @@ admit(struct req *rq)
             return queue(rq);
         msg = rq->plain;
         msg_len = rq->plain_len;
+        if (mem_reserve(rq, rq->plain_len) != 0) {
+            set_busy_memory(rq, rq->plain_len);
+            return queue(rq);
+        }
     }
     rq->tiles = calloc((size_t)s->o.max_tiles, sizeof *rq->tiles);
     rq->pixels = calloc((size_t)s->o.max_tiles, sizeof *rq->pixels);
@@ -418,6 +476,18 @@ admit(struct req *rq)
                   "(--max-request-pixels)",
                   (unsigned long long)total_px, (unsigned long long)s->o.max_request_pixels);
         return queue(rq);
+    }
+    {
+        /* the answer: its header and every tile's pixels */
+        uint64_t out = HC_WIRE_HEADER_SIZE + (uint64_t)rq->ntiles * HC_WIRE_DESC_SIZE;
+
+        for (size_t i = 0; i < rq->ntiles; i++)
+            out += hc_wire_out_bytes(&rq->tiles[i]);
+        rq->mem_in = rq->mem;
+        if (mem_reserve(rq, out) != 0) {
+            set_busy_memory(rq, out);
+            return queue(rq);
+        }
     }
     /* Suspend before submitting: the worker may finish and resume before we return. */
     pthread_mutex_lock(&s->lock);
@@ -473,6 +543,7 @@ answer_get(struct req *rq)
         char *text;
         size_t len;
         int queued, running, inflight;
+        uint64_t mem;
 
         if (!token_ok(s, rq->mc)) {
             set_error(rq, 401, "missing or wrong bearer token");
@@ -481,8 +552,10 @@ answer_get(struct req *rq)
         hc_jobs_stats(s->jobs, &queued, &running);
         pthread_mutex_lock(&s->lock);
         inflight = s->inflight;
+        mem = s->mem_used;
         pthread_mutex_unlock(&s->lock);
-        if (hc_metrics_render(s->metrics, queued, running, inflight, &text, &len) != 0) {
+        if (hc_metrics_render(s->metrics, queued, running, inflight, mem, s->o.max_memory, &text,
+                              &len) != 0) {
             set_error(rq, 500, "out of memory");
             return queue(rq);
         }
@@ -609,6 +682,10 @@ start_upscale(struct req *rq)
                       s->o.max_body);
             return queue(rq);
         }
+        if (v && mem_reserve(rq, v) != 0) {
+            set_busy_memory(rq, v);
+            return refuse_early(rq);
+        }
         /* Trust the length for the allocation only: it is bounded by max_body, and a body
          * that turns out longer is refused while streaming. */
         rq->cap = (size_t)v;
@@ -652,6 +729,14 @@ body_chunk(struct req *rq, const char *data, size_t size)
 
         while (ncap < rq->len + size)
             ncap = ncap > s->o.max_body / 2 ? s->o.max_body : ncap * 2;
+        if (mem_reserve(rq, ncap - rq->cap) != 0) {
+            hc_metrics_error(s->metrics, HC_ERR_OVERLOADED);
+            hc_log(HC_LOG_WARN, "service",
+                   "%s %s: body of unknown length past the memory budget "
+                   "(--max-memory): cut off",
+                   rq->method, rq->path);
+            return MHD_NO;
+        }
         nb = realloc(rq->body, ncap);
         if (!nb)
             return MHD_NO;
@@ -783,6 +868,7 @@ on_completed(void *cls, struct MHD_Connection *mc, void **con_cls,
                rq->conn && rq->conn->cut ? ", request timeout" : "", rq->status, rq->len,
                secs * 1e3, peer);
     }
+    mem_release(rq, rq->mem);
     pthread_mutex_lock(&s->lock);
     if (rq->counted)
         s->inflight--;
@@ -977,6 +1063,12 @@ hc_service_start(const struct hc_service_opts *o, struct hc_service **out)
     if (!s)
         return hc_error(-ENOMEM, "service", "out of memory");
     s->o = *o;
+    if (s->o.max_memory == 0) {
+        long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+        uint64_t phys = pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : (uint64_t)4 << 30;
+
+        s->o.max_memory = phys / 2 > ((uint64_t)256 << 20) ? phys / 2 : (uint64_t)256 << 20;
+    }
     pthread_mutex_init(&s->lock, NULL);
     pthread_cond_init(&s->idle, NULL);
     s->conns.next = s->conns.prev = &s->conns;
@@ -1059,9 +1151,13 @@ hc_service_start(const struct hc_service_opts *o, struct hc_service **out)
     s->watchdog_running = 1;
     hc_log(HC_LOG_INFO, "service",
            "listening on %s port %d: backend %s, %d jobs + %d queued, %d http threads, "
-           "max body %zu, token %s",
+           "max body %zu, memory budget %llu, token %s",
            o->listen, s->port, s->backend->name, s->o.jobs, s->o.queue, o->threads, o->max_body,
-           s->token_len ? "on" : "off");
+           (unsigned long long)s->o.max_memory, s->token_len ? "on" : "off");
+    if (s->o.max_memory < (uint64_t)o->max_body)
+        hc_log(HC_LOG_WARN, "service",
+               "--max-memory %llu is below --max-body %zu: the largest requests will get 429",
+               (unsigned long long)s->o.max_memory, o->max_body);
     *out = s;
     return 0;
 fail : {

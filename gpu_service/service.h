@@ -19,6 +19,8 @@ struct hc_service_opts {
     uint64_t max_tile_pixels;    /* output pixels of one tile (422) */
     uint64_t max_request_pixels; /* output pixels of one request (422) */
     int max_tiles;               /* tiles in one request (413) */
+    uint64_t max_memory;         /* bytes of bodies, decoded bodies and answers held at once by
+                                    all requests (429 past it); 0 = half the physical memory */
     int max_connections;
     int max_per_ip;
     int conn_timeout;    /* seconds a connection may stay idle */

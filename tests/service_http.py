@@ -518,6 +518,41 @@ def t_overload():
     check(results == [200, 200], "queued requests answered %r" % results)
 
 
+def t_memory():
+    """--max-memory: while a job holds most of the budget (its answer is 46 MB), a second
+    such request gets 429 with the reason, a small one still passes, and once the first is
+    answered the budget is free again (hc_memory_bytes back to 0)."""
+    import threading
+    budget = 64 << 20
+    svc = start("--jobs", "1", "--queue", "4", "--cpu-threads", "1", "--max-memory", str(budget))
+    check(svc.metric("hc_memory_limit_bytes") == budget, "hc_memory_limit_bytes")
+    rng = np.random.default_rng(12)
+    body = big_job(rng)
+    result = {}
+
+    def run():
+        result["first"] = svc.request("POST", "/v1/upscale", body, timeout=120)[0]
+
+    th = threading.Thread(target=run)
+    th.start()
+    wait_metric(svc, "hc_jobs_running", 1)
+    held = svc.metric("hc_memory_bytes")
+    check(40e6 < held <= budget, "memory held by the running job: %g" % held)
+    st, _, resp = svc.request("POST", "/v1/upscale", body, timeout=60)
+    check(st == 429 and b"--max-memory" in resp, "second big request: %d %r" % (st, resp[:200]))
+    img = random_image(rng, 20, 10, 3, 8)
+    t = tile_desc(1, 20, 10, (0, 0, 40, 20), 2, 3, 8)
+    st, _, _ = svc.request("POST", "/v1/upscale", message([t], [crop(img, t)]), timeout=120)
+    check(st == 200, "small request while the budget is mostly taken: %d" % st)
+    th.join()
+    check(result.get("first") == 200, "the running job answered %r" % result.get("first"))
+    wait_metric(svc, "hc_memory_bytes", 0)
+    st, _, _ = svc.request("POST", "/v1/upscale", body, timeout=120)
+    check(st == 200, "the big request once the budget is free: %d" % st)
+    wait_metric(svc, "hc_memory_bytes", 0)
+    svc.healthy()
+
+
 def t_token():
     svc = None
     tok = os.path.join(TMP, "token")
@@ -741,7 +776,7 @@ def t_drain_timeout():
 
 TESTS = {"correct": t_correct, "opencv": t_opencv, "encodings": t_encodings,
          "badreq": t_badreq, "lying": t_lying, "slow": t_slow, "overload": t_overload,
-         "token": t_token, "drain": t_drain,
+         "token": t_token, "memory": t_memory, "drain": t_drain,
          "drain_inflight": t_drain_inflight, "keepalive_timeout": t_keepalive_timeout,
          "drain_timeout": t_drain_timeout}
 
