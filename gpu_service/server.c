@@ -291,13 +291,19 @@ queue(struct req *rq)
     return r;
 }
 
-/* 429 for a request whose bytes do not fit the memory budget now. */
+/* 429 for a request whose bytes do not fit the memory budget now; 413 for one that never
+ * will (a client splits its batch on 413). */
 static void
 set_busy_memory(struct req *rq, uint64_t want)
 {
     struct hc_service *s = rq->svc;
     uint64_t used;
 
+    if (want > s->o.max_memory) {
+        set_error(rq, 413, "%llu bytes, more than the whole memory budget of %llu (--max-memory)",
+                  (unsigned long long)want, (unsigned long long)s->o.max_memory);
+        return;
+    }
     pthread_mutex_lock(&s->lock);
     used = s->mem_used;
     pthread_mutex_unlock(&s->lock);

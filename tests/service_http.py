@@ -551,6 +551,12 @@ def t_memory():
     check(st == 200, "the big request once the budget is free: %d" % st)
     wait_metric(svc, "hc_memory_bytes", 0)
     svc.healthy()
+    # a request larger than the whole budget can never fit: 413 (clients split on it)
+    small = start("--max-memory", str(8 << 20))
+    st, _, resp = small.request("POST", "/v1/upscale", body, timeout=60)
+    check(st == 413 and b"whole memory budget" in resp, "request over the budget: %d %r"
+          % (st, resp[:200]))
+    small.healthy()
 
 
 def t_token():
