@@ -127,6 +127,23 @@ mem_reserve(struct req *rq, uint64_t n)
     return ok ? 0 : -1;
 }
 
+/* Takes as much of want as is free now, possibly 0; returns how much. */
+static uint64_t
+mem_reserve_upto(struct req *rq, uint64_t want)
+{
+    struct hc_service *s = rq->svc;
+    uint64_t n;
+
+    pthread_mutex_lock(&s->lock);
+    n = s->o.max_memory - s->mem_used;
+    if (n > want)
+        n = want;
+    s->mem_used += n;
+    rq->mem += n;
+    pthread_mutex_unlock(&s->lock);
+    return n;
+}
+
 static void
 mem_release(struct req *rq, uint64_t n)
 {
@@ -299,9 +316,9 @@ set_busy_memory(struct req *rq, uint64_t want)
     struct hc_service *s = rq->svc;
     uint64_t used;
 
-    if (want > s->o.max_memory) {
+    if (want > s->o.max_memory - rq->mem) { /* rq->mem <= max_memory: no wrap */
         set_error(rq, 413, "%llu bytes, more than the whole memory budget of %llu (--max-memory)",
-                  (unsigned long long)want, (unsigned long long)s->o.max_memory);
+                  (unsigned long long)(rq->mem + want), (unsigned long long)s->o.max_memory);
         return;
     }
     pthread_mutex_lock(&s->lock);
@@ -386,14 +403,24 @@ job_run(void *arg)
         goto out;
     }
     if (rq->out_enc != HC_ENC_IDENTITY) {
-        rc = hc_encoding_encode(rq->out_enc, out, total, &enc, &enc_len);
-        if (rc) {
-            set_error(rq, 500, "%s", hc_last_error());
-            goto out;
+        /* The compressed copy exists next to the plain one for a moment: it needs budget
+         * (at most a compressor's bound). Without it the answer goes uncompressed. */
+        uint64_t extra = (uint64_t)total + total / 128 + 65536;
+
+        if (mem_reserve(rq, extra) != 0) {
+            rq->out_enc = HC_ENC_IDENTITY;
+        } else {
+            rc = hc_encoding_encode(rq->out_enc, out, total, &enc, &enc_len);
+            if (rc) {
+                mem_release(rq, extra);
+                set_error(rq, 500, "%s", hc_last_error());
+                goto out;
+            }
+            free(out);
+            mem_release(rq, extra + total - enc_len); /* the plain answer is gone */
+            out = enc;
+            total = enc_len;
         }
-        free(out);
-        out = enc;
-        total = enc_len;
     }
     rq->response = MHD_create_response_from_buffer_with_free_callback(total, out, free);
     if (!rq->response) {
@@ -437,9 +464,16 @@ admit(struct req *rq)
     int rc;
 
     if (rq->in_enc != HC_ENC_IDENTITY) {
-        rc = hc_encoding_decode(rq->in_enc, rq->body, rq->len, s->o.max_body, &rq->plain,
+        /* The decoder never holds more than its limit: reserve that first, keep what the
+         * decoded body takes. */
+        uint64_t lim = mem_reserve_upto(rq, s->o.max_body);
+
+        rc = hc_encoding_decode(rq->in_enc, rq->body, rq->len, (size_t)lim, &rq->plain,
                                 &rq->plain_len);
-        if (rc == -E2BIG)
+        mem_release(rq, rc ? lim : lim - rq->plain_len);
+        if (rc == -E2BIG && lim < s->o.max_body)
+            set_busy_memory(rq, lim + 1);
+        else if (rc == -E2BIG)
             set_error(rq, 413, "%s", hc_last_error());
         else if (rc == -ENOMEM)
             set_error(rq, 500, "%s", hc_last_error());
@@ -449,10 +483,6 @@ admit(struct req *rq)
             return queue(rq);
         msg = rq->plain;
         msg_len = rq->plain_len;
-        if (mem_reserve(rq, rq->plain_len) != 0) {
-            set_busy_memory(rq, rq->plain_len);
-            return queue(rq);
-        }
     }
     rq->tiles = calloc((size_t)s->o.max_tiles, sizeof *rq->tiles);
     rq->pixels = calloc((size_t)s->o.max_tiles, sizeof *rq->pixels);
@@ -623,11 +653,18 @@ refuse_early(struct req *rq)
     if (cl) {
         errno = 0;
         v = strtoull(cl, &end, 10);
-        if (errno || end == cl || *end || v == 0 || v > rq->svc->o.max_body)
+        if (errno || end == cl || *end || v > rq->svc->o.max_body)
             return queue(rq);
     } else if (!te) {
         return queue(rq); /* no body */
     }
+    /* In flight until answered: a drain waits for it like for any request. */
+    pthread_mutex_lock(&rq->svc->lock);
+    if (!rq->counted) {
+        rq->svc->inflight++;
+        rq->counted = 1;
+    }
+    pthread_mutex_unlock(&rq->svc->lock);
     rq->state = REQ_DISCARD;
     return MHD_YES;
 }
@@ -643,6 +680,18 @@ start_upscale(struct req *rq)
     int draining;
 
     rq->is_upscale = 1;
+    {
+        /* libmicrohttpd frames the body by one of several Content-Lengths; a proxy in front
+         * may take another and see a different next request (smuggling): refuse, closing
+         * the connection, before any refusal that would read the body by that framing. */
+        struct cl_seen seen = {NULL, 0};
+
+        MHD_get_connection_values(mc, MHD_HEADER_KIND, cl_each, &seen);
+        if (seen.differ) {
+            set_error(rq, 400, "Content-Length headers that disagree");
+            return queue(rq);
+        }
+    }
     if (!token_ok(s, mc)) {
         set_error(rq, 401, "missing or wrong bearer token");
         return refuse_early(rq);
@@ -661,17 +710,6 @@ start_upscale(struct req *rq)
     }
     ae = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_ACCEPT_ENCODING);
     rq->out_enc = hc_encoding_accept(ae);
-    {
-        /* libmicrohttpd frames the body by one of several Content-Lengths; a proxy in front
-         * may take another and see a different next request (smuggling): refuse. */
-        struct cl_seen seen = {NULL, 0};
-
-        MHD_get_connection_values(mc, MHD_HEADER_KIND, cl_each, &seen);
-        if (seen.differ) {
-            set_error(rq, 400, "Content-Length headers that disagree");
-            return queue(rq);
-        }
-    }
     cl = MHD_lookup_connection_value(mc, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
     if (cl) {
         char *end;
@@ -736,12 +774,16 @@ body_chunk(struct req *rq, const char *data, size_t size)
         while (ncap < rq->len + size)
             ncap = ncap > s->o.max_body / 2 ? s->o.max_body : ncap * 2;
         if (mem_reserve(rq, ncap - rq->cap) != 0) {
-            hc_metrics_error(s->metrics, HC_ERR_OVERLOADED);
-            hc_log(HC_LOG_WARN, "service",
-                   "%s %s: body of unknown length past the memory budget "
-                   "(--max-memory): cut off",
-                   rq->method, rq->path);
-            return MHD_NO;
+            /* A body of unknown length outgrew the budget: answer 429 once it has been
+             * read (and dropped), as for a refusal at the headers. */
+            set_busy_memory(rq, ncap - rq->cap);
+            free(rq->body);
+            rq->body = NULL;
+            rq->cap = 0;
+            mem_release(rq, rq->mem);
+            rq->len += size;
+            rq->state = REQ_DISCARD;
+            return MHD_YES;
         }
         nb = realloc(rq->body, ncap);
         if (!nb)

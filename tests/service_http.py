@@ -556,6 +556,15 @@ def t_memory():
     st, _, resp = small.request("POST", "/v1/upscale", body, timeout=60)
     check(st == 413 and b"whole memory budget" in resp, "request over the budget: %d %r"
           % (st, resp[:200]))
+    # ... counting what it holds already: a 2.2 MB body with an 8.7 MB answer against 10 MB
+    # on an idle service is 413 too, not a 429 that retrying could never turn into a 200
+    ten = start("--max-memory", "10000000")
+    big = random_image(rng, 1700, 1700, 3, 8)
+    t = tile_desc(1, 1700, 1700, (0, 0, 3400, 3400), 2, 3, 8)
+    st, _, resp = ten.request("POST", "/v1/upscale", message([t], [crop(big, t)]), timeout=60)
+    check(st == 413 and b"whole memory budget" in resp, "body + answer over the budget: %d %r"
+          % (st, resp[:200]))
+    check(ten.metric("hc_memory_bytes") == 0, "budget not given back after the 413")
     small.healthy()
 
 
@@ -599,6 +608,26 @@ def t_token():
             s.close()
         check(got.startswith(b"HTTP/1.1 401") and b"HTTP/1.1 200" in got,
               "refused 8 MiB body, then /healthz on the same connection: %r" % got[:300])
+    # ... an empty body likewise keeps the connection for the next request
+    s = socket.create_connection(("127.0.0.1", svc.port), timeout=20)
+    s.sendall(b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+              b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+    got = b""
+    while got.count(b"HTTP/1.1 ") < 2 or not got.rstrip().endswith(b"}"):
+        b = s.recv(65536)
+        if not b:
+            break
+        got += b
+    s.close()
+    check(got.startswith(b"HTTP/1.1 401") and b"HTTP/1.1 200" in got,
+          "empty body refused, then /healthz on the same connection: %r" % got[:300])
+    # Two Content-Lengths that disagree are refused and the connection closed before the
+    # token is looked at: no refusal reads a body by a framing a proxy may not share.
+    got, _ = raw(svc, b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer no\r\n"
+                      b"Content-Length: 5\r\nContent-Length: 44\r\n\r\nhello"
+                      b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    check(got.startswith(b"HTTP/1.1 400") and got.count(b"HTTP/1.1 ") == 1,
+          "disagreeing Content-Lengths with a wrong token: %r" % got[:300])
     svc.healthy()  # probes need no token
     # a public address without a token is refused; with --insecure-public it starts
     p = subprocess.run([SERVICE, "--listen", "0.0.0.0:0", "--backend", "cpu"],
