@@ -13,7 +13,7 @@ add_executable(service_ref ${CMAKE_CURRENT_SOURCE_DIR}/service_ref.c)
 target_link_libraries(service_ref PRIVATE hc_pixels)
 set_target_properties(service_ref PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
 
-foreach(t correct opencv encodings badreq lying slow overload token memory drain drain_inflight keepalive_timeout
+foreach(t correct opencv encodings badreq lying slow overload token memory drain drain_inflight drain_refused keepalive_timeout
          drain_timeout)
   add_test(NAME service_${t}
     COMMAND ${HC_REF_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/service_http.py ${t})

@@ -719,6 +719,47 @@ def t_drain_inflight():
     check(rc == 0, "exit status %d after SIGTERM; log:\n%s" % (rc, svc.logtext()))
 
 
+def t_drain_refused():
+    """SIGTERM while a job runs; then, on a connection opened before, a request arrives whose
+    body trickles in: it is refused (503, draining) once its body has been read, and the
+    process waits for that answer before it exits 0 (no reset instead of the 503)."""
+    import threading
+    svc = start("--jobs", "1", "--cpu-threads", "1")
+    rng = np.random.default_rng(13)
+    body = big_job(rng)
+    result = {}
+
+    def run():
+        result["first"] = svc.request("POST", "/v1/upscale", body, timeout=120)[0]
+
+    late = socket.create_connection(("127.0.0.1", svc.port), timeout=30)
+    th = threading.Thread(target=run)
+    th.start()
+    wait_metric(svc, "hc_jobs_running", 1)
+    svc.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    n = 1 << 20
+    late.sendall(b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % n)
+    got = b""
+    try:
+        for i in range(8):  # ~3 s: past the running job's end and the service's pause
+            late.sendall(bytes(n // 8))
+            time.sleep(0.4)
+        while b"\r\n\r\n" not in got:
+            b = late.recv(65536)
+            if not b:
+                break
+            got += b
+    except (ConnectionResetError, BrokenPipeError) as e:
+        fail("request refused while draining: %s instead of a 503" % e)
+    late.close()
+    check(got.startswith(b"HTTP/1.1 503"), "request during the drain: %r" % got[:200])
+    th.join()
+    check(result.get("first") == 200, "the running job answered %r" % result.get("first"))
+    rc = svc.proc.wait(timeout=60)
+    check(rc == 0, "exit status %d after SIGTERM; log:\n%s" % (rc, svc.logtext()))
+
+
 def t_keepalive_timeout():
     """The request timeout of a request on a kept-alive connection starts with that request,
     not with the idle wait before it: a body that takes most of --request-timeout after an
@@ -812,7 +853,8 @@ def t_drain_timeout():
 TESTS = {"correct": t_correct, "opencv": t_opencv, "encodings": t_encodings,
          "badreq": t_badreq, "lying": t_lying, "slow": t_slow, "overload": t_overload,
          "token": t_token, "memory": t_memory, "drain": t_drain,
-         "drain_inflight": t_drain_inflight, "keepalive_timeout": t_keepalive_timeout,
+         "drain_inflight": t_drain_inflight, "drain_refused": t_drain_refused,
+         "keepalive_timeout": t_keepalive_timeout,
          "drain_timeout": t_drain_timeout}
 
 
