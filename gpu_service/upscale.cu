@@ -44,6 +44,8 @@
 #endif
 #define BY_MAX HC_BY_MAX
 #define SMEM_MAX (96 * 1024) /* dynamic shared memory a launch may use */
+/* Row tables are filled by threads tid < rows per block: one block of 256 threads. */
+static_assert(BY_MAX <= 256, "HC_BY_MAX above the threads of a block");
 
 struct tile_args {
     const uint8_t *src; /* packed source window, src_w x src_h */
@@ -767,8 +769,9 @@ phase_holds(int sc, long x0, long x1)
     return true;
 }
 
-/* phase_scale[s]: the pattern holds for every column of images up to PHASE_CHECKED wide at
- * scale s (checked once, ~1 ms); columns past that are checked per tile. */
+/* phase_scale[s]: the pattern holds for every column (and row) of images up to
+ * PHASE_CHECKED pixels a side at scale s (checked once, ~1 ms). The kernel's shared-memory
+ * size and its safety rest on it (a block's window spans at most 260 staged columns). */
 #define PHASE_CHECKED 65536L
 /* The kernel is written for any integer scale; it is instantiated for x2 only. On the H100
  * it beat the generic kernel at x2 (RGB 0.112 vs 0.124 ms on 3840x2160, RGBA 0.158 vs
@@ -797,10 +800,9 @@ phase_for(const struct hc_wire_tile *t)
     pthread_once(&phase_once, phase_check);
     if (force_generic || sc < 2 || sc > PHASE_MAX_SCALE || !phase_scale[sc])
         return 0;
-    /* rows follow the same pattern as columns (the same mapping) */
-    if (x1 > lim && !phase_holds(sc, std::max((long)t->out.x, lim), x1))
-        return 0;
-    if (y1 > lim && !phase_holds(sc, std::max((long)t->out.y, lim), y1))
+    /* Outputs past the checked range (images over 65536 pixels a side) take the generic
+     * kernel: checking their columns per tile would cost millions of steps on the host. */
+    if (x1 > lim || y1 > lim)
         return 0;
     return sc;
 }
