@@ -356,12 +356,14 @@ token_ok(const struct hc_service *s, struct MHD_Connection *mc)
 
 /* ---- the upscale job ---------------------------------------------------------------- */
 
+static int prepare(struct req *rq);
+
 static void
 job_run(void *arg)
 {
     struct req *rq = arg;
     struct hc_service *s = rq->svc;
-    size_t head = HC_WIRE_HEADER_SIZE + rq->ntiles * HC_WIRE_DESC_SIZE, total = head;
+    size_t head, total;
     uint8_t *out = NULL, *enc = NULL, **dst = NULL;
     size_t enc_len;
     int device = 0, rc, stopping;
@@ -377,6 +379,10 @@ job_run(void *arg)
         set_error(rq, 503, "shutting down: the drain timeout passed before this job started");
         goto out;
     }
+    if (!rq->tiles && prepare(rq) != 0) /* a compressed body: decoded here, not on HTTP */
+        goto out;
+    head = HC_WIRE_HEADER_SIZE + rq->ntiles * HC_WIRE_DESC_SIZE;
+    total = head;
     for (size_t i = 0; i < rq->ntiles; i++)
         total += hc_wire_out_bytes(&rq->tiles[i]);
     out = malloc(total);
@@ -452,10 +458,12 @@ out:
     MHD_resume_connection(rq->mc);
 }
 
-/* Decodes, parses and checks a complete body, then hands it to a worker. Returns the
- * handler's result; on refusal an error answer is queued. */
-static enum MHD_Result
-admit(struct req *rq)
+/* Decodes, parses and checks a complete body and reserves its answer. 0, or -1 with the
+ * error answer set. Runs on the HTTP thread for a plain body (parsing points into it, no
+ * copy) and on the worker for a compressed one: decompressing up to --max-body is work
+ * that must not hold up the HTTP threads (/healthz, other uploads). */
+static int
+prepare(struct req *rq)
 {
     struct hc_service *s = rq->svc;
     const uint8_t *msg = rq->body;
@@ -480,7 +488,7 @@ admit(struct req *rq)
         else if (rc)
             set_error(rq, 400, "%s", hc_last_error());
         if (rc)
-            return queue(rq);
+            return -1;
         msg = rq->plain;
         msg_len = rq->plain_len;
     }
@@ -488,13 +496,13 @@ admit(struct req *rq)
     rq->pixels = calloc((size_t)s->o.max_tiles, sizeof *rq->pixels);
     if (!rq->tiles || !rq->pixels) {
         set_error(rq, 500, "out of memory");
-        return queue(rq);
+        return -1;
     }
     rc = hc_wire_parse(HC_WIRE_MAGIC_REQUEST, msg, msg_len, rq->tiles, rq->pixels,
                        (size_t)s->o.max_tiles, &rq->ntiles);
     if (rc) {
         set_error(rq, rc == -E2BIG ? 413 : 400, "%s", hc_last_error());
-        return queue(rq);
+        return -1;
     }
     for (size_t i = 0; i < rq->ntiles; i++) {
         uint64_t px = (uint64_t)rq->tiles[i].out.w * (uint64_t)rq->tiles[i].out.h;
@@ -502,7 +510,7 @@ admit(struct req *rq)
             set_error(rq, 422, "tile %u: %llu output pixels, the limit is %llu (--max-tile-pixels)",
                       rq->tiles[i].id, (unsigned long long)px,
                       (unsigned long long)s->o.max_tile_pixels);
-            return queue(rq);
+            return -1;
         }
         total_px += px;
     }
@@ -511,7 +519,7 @@ admit(struct req *rq)
                   "%llu output pixels in one request, the limit is %llu "
                   "(--max-request-pixels)",
                   (unsigned long long)total_px, (unsigned long long)s->o.max_request_pixels);
-        return queue(rq);
+        return -1;
     }
     {
         /* the answer: its header and every tile's pixels */
@@ -522,9 +530,22 @@ admit(struct req *rq)
         rq->mem_in = rq->mem;
         if (mem_reserve(rq, out) != 0) {
             set_busy_memory(rq, out);
-            return queue(rq);
+            return -1;
         }
     }
+    return 0;
+}
+
+/* A complete body: checks it now when that is cheap, then hands it to a worker. Returns the
+ * handler's result; on refusal an error answer is queued. */
+static enum MHD_Result
+admit(struct req *rq)
+{
+    struct hc_service *s = rq->svc;
+    int rc;
+
+    if (rq->in_enc == HC_ENC_IDENTITY && prepare(rq) != 0)
+        return queue(rq);
     /* Suspend before submitting: the worker may finish and resume before we return. */
     pthread_mutex_lock(&s->lock);
     rq->conn->in_job = 1;
