@@ -1257,7 +1257,10 @@ hc_service_drain(struct hc_service *s, int timeout)
     fd = MHD_quiesce_daemon(s->mhd);
     if (fd != MHD_INVALID_SOCKET)
         close(fd);
-    for (;;) {
+    /* Done once nothing has been in flight for a whole second: that second lets answers of
+     * finished jobs reach their clients, and a request that arrives in it on a kept-alive
+     * connection (refused with 503 once its body is read) is waited for too. */
+    for (int quiet = 0; quiet < 20;) {
         hc_jobs_stats(s->jobs, &queued, &running);
         pthread_mutex_lock(&s->lock);
         /* inflight counts every upscale request from its headers until its answer has been
@@ -1268,16 +1271,12 @@ hc_service_drain(struct hc_service *s, int timeout)
         for (struct conn *c = s->conns.next; c != &s->conns; c = c->next)
             busy += c->in_job;
         pthread_mutex_unlock(&s->lock);
-        if (busy == 0)
-            break;
-        if (now_s() > deadline)
+        quiet = busy ? 0 : quiet + 1;
+        if (busy && now_s() > deadline)
             return hc_error(-ETIMEDOUT, "service", "%d requests still in flight after %d s", busy,
                             timeout);
         nanosleep(&tick, NULL);
     }
-    /* Let answers of finished jobs reach their clients. */
-    for (int i = 0; i < 20; i++)
-        nanosleep(&tick, NULL);
     return 0;
 }
 

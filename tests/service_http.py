@@ -737,7 +737,10 @@ def t_drain_refused():
     th.start()
     wait_metric(svc, "hc_jobs_running", 1)
     svc.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.2)
+    t0 = time.monotonic()  # the request must arrive once the service drains, not before
+    while "draining (up to" not in svc.logtext() and time.monotonic() - t0 < 20:
+        time.sleep(0.02)
+    time.sleep(0.3)
     n = 1 << 20
     late.sendall(b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % n)
     got = b""
