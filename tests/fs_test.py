@@ -822,18 +822,22 @@ def case_svc_failover():
     w = tmpdir("failover")
     a = Service(w, ["--cpu-threads", "1"])
     b = Service(w, ["--cpu-threads", "1"])
-    ins = svc_inputs(w, 8, (600, 400))
+    ins = svc_inputs(w, 12, (900, 600))
     refs = {os.path.basename(p): hc_upscale(p, os.path.join(w, "ref-" + os.path.basename(p)))
             for p in ins}
     m = Mount(w, "service=%s,%s,jobs=4,timeout=10" % (a.url, b.url))
     for p in ins:  # prefetch queues every file as it is copied
         subprocess.run(["cp", p, m.input + "/"], check=True)
+    # Kill b as soon as it has answered: enough work is left (12 files, ~540 tiles) that
+    # requests to b are still to come or in flight, even when a loaded machine slows this
+    # loop down (waiting for 4 tiles on 8 small files once let every job finish first).
     end = time.time() + 60
-    while b.tiles() < 4 and time.time() < end:
-        time.sleep(0.01)
-    check(b.tiles() >= 4, "service b got no tiles")
+    while b.tiles() < 1 and time.time() < end:
+        time.sleep(0.005)
     tb, ta = b.tiles(), a.tiles()
+    check(tb >= 1, "service b got no tiles")
     b.kill()
+    check(m.stat()["done"] < len(ins), "every job ended before service b was killed")
     log("killed service b after %d tiles (a: %d)" % (tb, ta))
     for n, ref in refs.items():
         rc, data, err = read_with_timeout(os.path.join(m.up, n), 180)
