@@ -64,6 +64,65 @@ clampi(int v, int lo, int hi)
     return v < lo ? lo : v > hi ? hi : v;
 }
 
+/* Source indices [lo, hi] (clamped to the image) holding every tap of outputs first..last
+ * along one axis: what a block stages. */
+__device__ __forceinline__ void
+tap_span(int first, int last, double inv_scale, int size, int *lo, int *hi)
+{
+    int i0, i1;
+    float t;
+    hc_bicubic_map_inv(first, inv_scale, &i0, &t);
+    hc_bicubic_map_inv(last, inv_scale, &i1, &t);
+    *lo = clampi(i0 - 1, 0, size - 1);
+    *hi = clampi(i1 + 2, 0, size - 1);
+}
+
+/* Vertical weights of output row gy: Q11 (yib, for the u8 integer tail) and the float ones
+ * of OpenCV's SIMD formula (yb: Q11 / 2^22 for u8, the plain weights for u16). Returns the
+ * tap base row. */
+__device__ __forceinline__ int
+row_weights(int gy, double inv_scale, bool u8, int yib[4], float yb[4])
+{
+    int iy;
+    float t, c[4];
+    hc_bicubic_map_inv(gy, inv_scale, &iy, &t);
+    hc_bicubic_coeffs(t, c);
+    for (int k = 0; k < 4; k++) {
+        int ib = hc_bicubic_q11(c[k]);
+        yib[k] = ib;
+        yb[k] = u8 ? (float)ib * (1.0f / (2048.0f * 2048.0f)) : c[k];
+    }
+    return iy;
+}
+
+/* Copies the block's source rows ry0.. (sh of them, srowe elements each from column cx0) to
+ * shared memory as they are. One warp per row, four loads in flight per lane before their
+ * stores; no per-element index arithmetic (an earlier flat version spent more instructions
+ * here than on the filter). */
+template <typename T, int CN>
+__device__ __forceinline__ void
+stage_source(const tile_args &a, int ry0, int cx0, int sh, int srowe, T *s_src, int tid)
+{
+    const size_t src_stride = (size_t)a.src_w * CN;
+    const T *g0 =
+        (const T *)a.src + (size_t)(ry0 - a.src_y) * src_stride + (size_t)(cx0 - a.src_x) * CN;
+    const int warp = tid >> 5, lane = tid & 31;
+    for (int r = warp; r < sh; r += 8) {
+        const T *g = g0 + (size_t)r * src_stride;
+        T *dd = s_src + r * srowe;
+        int e = lane;
+        for (; e + 96 < srowe; e += 128) {
+            const T v0 = g[e], v1 = g[e + 32], v2 = g[e + 64], v3 = g[e + 96];
+            dd[e] = v0;
+            dd[e + 32] = v1;
+            dd[e + 64] = v2;
+            dd[e + 96] = v3;
+        }
+        for (; e < srowe; e += 32)
+            dd[e] = g[e];
+    }
+}
+
 /* Horizontal pass of one staged row for the thread's column: h[c] for every channel. */
 template <typename T, int CN>
 __device__ __forceinline__ void
@@ -106,53 +165,15 @@ __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args
     const bool u8 = sizeof(T) == 1;
 
     /* Source columns / rows the block needs: taps of its first and last output. */
-    int i0, i1;
-    float tt;
-    hc_bicubic_map_inv(ox0, a.inv_scale, &i0, &tt);
-    hc_bicubic_map_inv(ox0 + bw - 1, a.inv_scale, &i1, &tt);
-    const int cx0 = clampi(i0 - 1, 0, a.image_w - 1), cx1 = clampi(i1 + 2, 0, a.image_w - 1);
-    hc_bicubic_map_inv(oy0, a.inv_scale, &i0, &tt);
-    hc_bicubic_map_inv(oy0 + bh - 1, a.inv_scale, &i1, &tt);
-    const int ry0 = clampi(i0 - 1, 0, a.image_h - 1), ry1 = clampi(i1 + 2, 0, a.image_h - 1);
+    int cx0, cx1, ry0, ry1;
+    tap_span(ox0, ox0 + bw - 1, a.inv_scale, a.image_w, &cx0, &cx1);
+    tap_span(oy0, oy0 + bh - 1, a.inv_scale, a.image_h, &ry0, &ry1);
     const int sw = cx1 - cx0 + 1, sh = ry1 - ry0 + 1;
     const int srowe = sw * CN;
 
-    if (tid < bh) {
-        int iy;
-        float t, c[4];
-        hc_bicubic_map_inv(oy0 + tid, a.inv_scale, &iy, &t);
-        hc_bicubic_coeffs(t, c);
-        s_yi[tid] = iy;
-        for (int k = 0; k < 4; k++) {
-            int ib = hc_bicubic_q11(c[k]);
-            s_yib[tid][k] = ib;
-            s_yb[tid][k] = u8 ? (float)ib * (1.0f / (2048.0f * 2048.0f)) : c[k];
-        }
-    }
-
-    /* Stage the source: rows ry0..ry1, columns cx0..cx1, all channels. One warp per row,
-     * four loads in flight per lane before their stores; no per-element index arithmetic
-     * (an earlier flat version spent more instructions here than on the filter). */
-    {
-        const size_t src_stride = (size_t)a.src_w * CN;
-        const T *g0 =
-            (const T *)a.src + (size_t)(ry0 - a.src_y) * src_stride + (size_t)(cx0 - a.src_x) * CN;
-        const int warp = tid >> 5, lane = tid & 31;
-        for (int r = warp; r < sh; r += 8) {
-            const T *g = g0 + (size_t)r * src_stride;
-            T *dd = s_src + r * srowe;
-            int e = lane;
-            for (; e + 96 < srowe; e += 128) {
-                const T v0 = g[e], v1 = g[e + 32], v2 = g[e + 64], v3 = g[e + 96];
-                dd[e] = v0;
-                dd[e + 32] = v1;
-                dd[e + 64] = v2;
-                dd[e + 96] = v3;
-            }
-            for (; e < srowe; e += 32)
-                dd[e] = g[e];
-        }
-    }
+    if (tid < bh)
+        s_yi[tid] = row_weights(oy0 + tid, a.inv_scale, u8, s_yib[tid], s_yb[tid]);
+    stage_source<T, CN>(a, ry0, cx0, sh, srowe, s_src, tid);
 
     /* This thread's columns: taps and weights. A column past the block's edge keeps taps
      * 0 (valid reads) and is never stored. */
@@ -562,48 +583,15 @@ __global__ void __launch_bounds__(256, HC_PHASE_MINB(S, CN)) bicubic_phase_kerne
     const int oy0 = max(gy_a, a.out_y), oy1 = min(gy_a + a.by, outy_end) - 1;
     const bool u8 = sizeof(T) == 1;
 
-    int i0, i1;
-    float tt;
-    hc_bicubic_map_inv(ox0, a.inv_scale, &i0, &tt);
-    hc_bicubic_map_inv(ox1, a.inv_scale, &i1, &tt);
-    const int cx0 = clampi(i0 - 1, 0, a.image_w - 1), cx1 = clampi(i1 + 2, 0, a.image_w - 1);
-    hc_bicubic_map_inv(oy0, a.inv_scale, &i0, &tt);
-    hc_bicubic_map_inv(oy1, a.inv_scale, &i1, &tt);
-    const int ry0 = clampi(i0 - 1, 0, a.image_h - 1), ry1 = clampi(i1 + 2, 0, a.image_h - 1);
+    int cx0, cx1, ry0, ry1;
+    tap_span(ox0, ox1, a.inv_scale, a.image_w, &cx0, &cx1);
+    tap_span(oy0, oy1, a.inv_scale, a.image_h, &ry0, &ry1);
     const int sw = cx1 - cx0 + 1, sh = ry1 - ry0 + 1;
     const int srowe = sw * CN;
 
-    if (tid < a.by) {
-        int iy;
-        float t, c[4];
-        hc_bicubic_map_inv(gy_a + tid, a.inv_scale, &iy, &t);
-        hc_bicubic_coeffs(t, c);
-        for (int k = 0; k < 4; k++) {
-            int ib = hc_bicubic_q11(c[k]);
-            s_yib[tid][k] = ib;
-            s_yb[tid][k] = u8 ? (float)ib * (1.0f / (2048.0f * 2048.0f)) : c[k];
-        }
-    }
-    {
-        const size_t src_stride = (size_t)a.src_w * CN;
-        const T *g0 =
-            (const T *)a.src + (size_t)(ry0 - a.src_y) * src_stride + (size_t)(cx0 - a.src_x) * CN;
-        const int warp = tid >> 5, lane = tid & 31;
-        for (int r = warp; r < sh; r += 8) {
-            const T *g = g0 + (size_t)r * src_stride;
-            T *dd = s_src + r * srowe;
-            int e = lane;
-            for (; e + 96 < srowe; e += 128) {
-                const T v0 = g[e], v1 = g[e + 32], v2 = g[e + 64], v3 = g[e + 96];
-                dd[e] = v0;
-                dd[e + 32] = v1;
-                dd[e + 64] = v2;
-                dd[e + 96] = v3;
-            }
-            for (; e < srowe; e += 32)
-                dd[e] = g[e];
-        }
-    }
+    if (tid < a.by)
+        (void)row_weights(gy_a + tid, a.inv_scale, u8, s_yib[tid], s_yb[tid]);
+    stage_source<T, CN>(a, ry0, cx0, sh, srowe, s_src, tid);
 
     /* The thread's column period, its window and its outputs' weights. A window column
      * outside the staged rectangle only feeds outputs that are never stored: clamp it in. */
