@@ -115,6 +115,21 @@ free_case(struct case_ *c)
     free(c->got);
 }
 
+/* Upscales one case as a request of its own on the GPU, checks it against the CPU
+ * reference and frees it. */
+static void
+run_case(struct hc_cuda *cu, struct case_ *c)
+{
+    const uint8_t *src[1] = {c->src};
+    uint8_t *dst[1] = {c->got};
+    int dev = -1;
+
+    HC_CHECK_MSG(hc_cuda_run(cu, &c->t, src, dst, 1, &dev) == 0, "%s", hc_last_error());
+    HC_CHECK(dev >= 0 && dev < hc_cuda_device_count(cu));
+    compare(c);
+    free_case(c);
+}
+
 struct thread_arg {
     struct hc_cuda *cu;
     int seed, rounds, maxside;
@@ -127,14 +142,9 @@ concurrent(void *p)
     struct thread_arg *a = p;
     for (int r = 0; r < a->rounds; r++) {
         struct case_ c;
-        int dev;
         make_case(&c, 1 + (r + a->seed) % 4, (r & 1) ? 16 : 8, 1 + (r * 3 + a->seed) % 8,
                   a->maxside);
-        const uint8_t *src[1] = {c.src};
-        uint8_t *dst[1] = {c.got};
-        HC_CHECK_MSG(hc_cuda_run(a->cu, &c.t, src, dst, 1, &dev) == 0, "%s", hc_last_error());
-        compare(&c);
-        free_case(&c);
+        run_case(a->cu, &c);
     }
     return NULL;
 }
@@ -152,15 +162,8 @@ run_all(struct hc_cuda *cu, int quick)
             for (int scale = 1; scale <= 8; scale++)
                 for (int r = 0; r < reps; r++) {
                     struct case_ c;
-                    int dev = -1;
                     make_case(&c, ch, depth, scale, maxside);
-                    const uint8_t *src[1] = {c.src};
-                    uint8_t *dst[1] = {c.got};
-                    HC_CHECK_MSG(hc_cuda_run(cu, &c.t, src, dst, 1, &dev) == 0, "%s",
-                                 hc_last_error());
-                    HC_CHECK(dev >= 0 && dev < hc_cuda_device_count(cu));
-                    compare(&c);
-                    free_case(&c);
+                    run_case(cu, &c);
                     ncases++;
                 }
 
@@ -170,13 +173,8 @@ run_all(struct hc_cuda *cu, int quick)
         for (int ch = 1; ch <= 4; ch++)
             for (int scale = 2; scale <= 4; scale++) {
                 struct case_ c;
-                int dev = -1;
                 make_case(&c, ch, depth, scale, quick ? 160 : 700);
-                const uint8_t *src[1] = {c.src};
-                uint8_t *dst[1] = {c.got};
-                HC_CHECK_MSG(hc_cuda_run(cu, &c.t, src, dst, 1, &dev) == 0, "%s", hc_last_error());
-                compare(&c);
-                free_case(&c);
+                run_case(cu, &c);
                 ncases++;
             }
     /* batches of mixed tiles */
@@ -203,7 +201,6 @@ run_all(struct hc_cuda *cu, int quick)
     /* one large tile: many blocks, partial blocks at both edges */
     if (!quick) {
         struct case_ c;
-        int dev;
         make_case(&c, 3, 8, 2, 1);
         free_case(&c);
         memset(&c, 0, sizeof c);
@@ -222,11 +219,7 @@ run_all(struct hc_cuda *cu, int quick)
         struct hc_view dv = {
             c.want, (size_t)c.t.out.w * 3, c.t.out.x, c.t.out.y, c.t.out.w, c.t.out.h, 3, 8};
         HC_CHECK(hc_bicubic_resize(&sv, 1001, 603, 2, &dv, 0) == 0);
-        const uint8_t *src[1] = {c.src};
-        uint8_t *dst[1] = {c.got};
-        HC_CHECK_MSG(hc_cuda_run(cu, &c.t, src, dst, 1, &dev) == 0, "%s", hc_last_error());
-        compare(&c);
-        free_case(&c);
+        run_case(cu, &c);
         ncases++;
     }
 
