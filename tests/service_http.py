@@ -480,13 +480,10 @@ def wait_metric(svc, name, value, secs=20):
     fail("%s did not reach %g" % (name, value))
 
 
-def t_overload():
-    """--jobs 1 --queue 0: while one job runs, a second request gets 429 + Retry-After, and
-    /healthz and /metrics still answer at once."""
+def running_job(svc, body):
+    """Posts body from a thread and returns once the service runs it as a job; join() the
+    thread returned, then result["first"] is the answer's status."""
     import threading
-    svc = start("--jobs", "1", "--queue", "0", "--cpu-threads", "1")
-    rng = np.random.default_rng(8)
-    body = big_job(rng)
     result = {}
 
     def run():
@@ -495,6 +492,17 @@ def t_overload():
     th = threading.Thread(target=run)
     th.start()
     wait_metric(svc, "hc_jobs_running", 1)
+    return th, result
+
+
+def t_overload():
+    """--jobs 1 --queue 0: while one job runs, a second request gets 429 + Retry-After, and
+    /healthz and /metrics still answer at once."""
+    import threading
+    svc = start("--jobs", "1", "--queue", "0", "--cpu-threads", "1")
+    rng = np.random.default_rng(8)
+    body = big_job(rng)
+    th, result = running_job(svc, body)
     t0 = time.monotonic()
     svc.healthy()
     check(time.monotonic() - t0 < 1.0, "/healthz slow while a job runs")
@@ -522,20 +530,12 @@ def t_memory():
     """--max-memory: while a job holds most of the budget (its answer is 46 MB), a second
     such request gets 429 with the reason, a small one still passes, and once the first is
     answered the budget is free again (hc_memory_bytes back to 0)."""
-    import threading
     budget = 64 << 20
     svc = start("--jobs", "1", "--queue", "4", "--cpu-threads", "1", "--max-memory", str(budget))
     check(svc.metric("hc_memory_limit_bytes") == budget, "hc_memory_limit_bytes")
     rng = np.random.default_rng(12)
     body = big_job(rng)
-    result = {}
-
-    def run():
-        result["first"] = svc.request("POST", "/v1/upscale", body, timeout=120)[0]
-
-    th = threading.Thread(target=run)
-    th.start()
-    wait_metric(svc, "hc_jobs_running", 1)
+    th, result = running_job(svc, body)
     held = svc.metric("hc_memory_bytes")
     check(40e6 < held <= budget, "memory held by the running job: %g" % held)
     st, _, resp = svc.request("POST", "/v1/upscale", body, timeout=60)
@@ -723,19 +723,11 @@ def t_drain_refused():
     """SIGTERM while a job runs; then, on a connection opened before, a request arrives whose
     body trickles in: it is refused (503, draining) once its body has been read, and the
     process waits for that answer before it exits 0 (no reset instead of the 503)."""
-    import threading
     svc = start("--jobs", "1", "--cpu-threads", "1")
     rng = np.random.default_rng(13)
     body = big_job(rng)
-    result = {}
-
-    def run():
-        result["first"] = svc.request("POST", "/v1/upscale", body, timeout=120)[0]
-
     late = socket.create_connection(("127.0.0.1", svc.port), timeout=30)
-    th = threading.Thread(target=run)
-    th.start()
-    wait_metric(svc, "hc_jobs_running", 1)
+    th, result = running_job(svc, body)
     svc.proc.send_signal(signal.SIGTERM)
     t0 = time.monotonic()  # the request must arrive once the service drains, not before
     while "draining (up to" not in svc.logtext() and time.monotonic() - t0 < 20:
