@@ -20,6 +20,7 @@
 #include "error.h"
 #include "pipeline.h"
 #include "platform.h"
+#include "strhash.h"
 #include "tcbackend.h"
 
 #define NBUCKETS 4096
@@ -94,15 +95,6 @@ sig_eq(const struct sig *a, const struct sig *b)
            a->ctime.tv_sec == b->ctime.tv_sec && a->ctime.tv_nsec == b->ctime.tv_nsec;
 }
 
-static uint32_t
-hash_str(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 16777619u;
-    return h % NBUCKETS;
-}
-
 const char *
 hc_job_state_name(enum hc_job_state s)
 {
@@ -140,7 +132,7 @@ job_unref_locked(struct job *jb)
 static struct job *
 table_get_locked(struct hc_jobs *j, const char *rel)
 {
-    for (struct job *jb = j->table[hash_str(rel)]; jb; jb = jb->hnext)
+    for (struct job *jb = j->table[hc_fs_strhash(rel) % NBUCKETS]; jb; jb = jb->hnext)
         if (strcmp(jb->rel, rel) == 0)
             return jb;
     return NULL;
@@ -186,7 +178,7 @@ queue_push_locked(struct hc_jobs *j, struct job *jb, int front)
 static void
 table_drop_locked(struct hc_jobs *j, const char *rel)
 {
-    struct job **pp = &j->table[hash_str(rel)];
+    struct job **pp = &j->table[hc_fs_strhash(rel) % NBUCKETS];
     for (; *pp; pp = &(*pp)->hnext) {
         struct job *jb = *pp;
         if (strcmp(jb->rel, rel) != 0)
@@ -221,7 +213,7 @@ job_new_locked(struct hc_jobs *j, const char *rel, const struct sig *s, int fron
     jb->sig = *s;
     jb->state = HC_JOB_QUEUED;
     table_drop_locked(j, rel);
-    uint32_t h = hash_str(rel);
+    uint32_t h = hc_fs_strhash(rel) % NBUCKETS;
     jb->hnext = j->table[h];
     j->table[h] = jb;
     jb->in_table = 1;

@@ -11,6 +11,7 @@
 
 #include "error.h"
 #include "platform.h"
+#include "strhash.h"
 
 #define NBUCKETS 4096
 
@@ -32,20 +33,11 @@ struct hc_pathmap {
     FILE *log; /* append-only; NULL when it could not be opened (then memory only) */
 };
 
-static uint32_t
-hash_str(const char *s)
-{
-    uint32_t h = 2166136261u;
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 16777619u;
-    return h % NBUCKETS;
-}
-
 /* Inserts or replaces rel's record (takes ownership of r). */
 static void
 set_locked(struct hc_pathmap *pm, struct rec *r)
 {
-    uint32_t h = hash_str(r->rel);
+    uint32_t h = hc_fs_strhash(r->rel) % NBUCKETS;
     for (struct rec **pp = &pm->b[h]; *pp; pp = &(*pp)->next) {
         if (strcmp((*pp)->rel, r->rel) == 0) {
             struct rec *old = *pp;
@@ -214,7 +206,7 @@ hc_pathmap_get(struct hc_pathmap *pm, const char *rel, const struct stat *st, ui
     if (!pm)
         return -ENOENT;
     pthread_mutex_lock(&pm->mu);
-    for (struct rec *r = pm->b[hash_str(rel)]; r; r = r->next) {
+    for (struct rec *r = pm->b[hc_fs_strhash(rel) % NBUCKETS]; r; r = r->next) {
         if (strcmp(r->rel, rel) != 0)
             continue;
         if (r->dev == (unsigned long long)st->st_dev && r->ino == (unsigned long long)st->st_ino &&

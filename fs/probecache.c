@@ -9,6 +9,7 @@
 
 #include "codec.h"
 #include "platform.h"
+#include "strhash.h"
 
 #define NBUCKETS 1024
 
@@ -29,15 +30,6 @@ struct hc_probecache {
     size_t n, cap;
     unsigned long long reads;
 };
-
-static uint32_t
-hash_str(const char *s)
-{
-    uint32_t h = 2166136261u; /* FNV-1a: short keys, no need for more */
-    for (; *s; s++)
-        h = (h ^ (uint8_t)*s) * 16777619u;
-    return h;
-}
 
 #define ST_MTIM(st) HC_ST_MTIM(st)
 #define ST_CTIM(st) HC_ST_CTIM(st)
@@ -91,7 +83,7 @@ int
 hc_probecache_get(struct hc_probecache *pc, const char *path, const struct stat *st,
                   struct hc_image_info *info)
 {
-    uint32_t h = hash_str(path) % NBUCKETS;
+    uint32_t h = hc_fs_strhash(path) % NBUCKETS;
     int r;
 
     pthread_mutex_lock(&pc->lock);
