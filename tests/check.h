@@ -3,6 +3,7 @@
 #ifndef HC_TESTS_CHECK_H
 #define HC_TESTS_CHECK_H
 
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 
@@ -32,5 +33,28 @@
         fputc('\n', stderr);                                                                       \
         exit(77);                                                                                  \
     } while (0)
+
+/* Randomized tests draw from this xorshift64 generator: fixed seed (a test file may define
+ * HC_TEST_SEED before including this), so every run makes the same cases. */
+#ifndef HC_TEST_SEED
+#define HC_TEST_SEED 0x9E3779B97F4A7C15ull
+#endif
+
+static inline uint32_t
+hc_test_rand(void)
+{
+    static uint64_t s = HC_TEST_SEED;
+    s ^= s << 13;
+    s ^= s >> 7;
+    s ^= s << 17;
+    return (uint32_t)(s >> 16);
+}
+
+/* Uniform enough in lo..hi, inclusive. */
+static inline int
+hc_test_rand_in(int lo, int hi)
+{
+    return lo + (int)(hc_test_rand() % (uint32_t)(hi - lo + 1));
+}
 
 #endif

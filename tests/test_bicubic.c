@@ -12,27 +12,11 @@
 
 #include "bicubic.h"
 #include "bicubic_simd.h"
+#define HC_TEST_SEED 0x2545F4914F6CDD1Dull
 #include "check.h"
 #include "cpu.h"
 #include "error.h"
 #include "tile.h"
-
-static uint64_t rng_state = 0x2545F4914F6CDD1Dull;
-
-static uint32_t
-rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
-
-static int
-rndi(int lo, int hi)
-{
-    return lo + (int)(rnd() % (uint32_t)(hi - lo + 1));
-}
 
 struct img {
     uint8_t *px;
@@ -59,16 +43,16 @@ img_new(int x, int y, int w, int h, int cn, int depth, int pad)
 static void
 img_fill(struct img *m)
 {
-    int kind = rndi(0, 2);
+    int kind = hc_test_rand_in(0, 2);
     size_t bpp = hc_pixel_bytes(m->v.channels, m->v.depth);
     for (int y = 0; y < m->v.h; y++) {
         uint8_t *row = m->v.data + (size_t)y * m->v.stride;
         for (size_t i = 0; i < (size_t)m->v.w * bpp; i++) {
-            uint8_t b = (uint8_t)rnd();
+            uint8_t b = (uint8_t)hc_test_rand();
             if (kind == 1)
-                b = (rnd() & 1) ? 0xff : 0;
+                b = (hc_test_rand() & 1) ? 0xff : 0;
             else if (kind == 2)
-                b = (uint8_t)(i * 7 + (size_t)y * 3 + (rnd() & 15));
+                b = (uint8_t)(i * 7 + (size_t)y * 3 + (hc_test_rand() & 15));
             row[i] = b;
         }
     }
@@ -97,7 +81,7 @@ static void
 one_case(int sw, int sh, int cn, int depth, int scale)
 {
     char what[256];
-    struct img src = img_new(0, 0, sw, sh, cn, depth, rndi(0, 5));
+    struct img src = img_new(0, 0, sw, sh, cn, depth, hc_test_rand_in(0, 5));
     img_fill(&src);
     int dw = sw * scale, dh = sh * scale;
     struct img ref = img_new(0, 0, dw, dh, cn, depth, 0);
@@ -106,7 +90,7 @@ one_case(int sw, int sh, int cn, int depth, int scale)
     for (int l = 0; l < nlevels; l++) {
         static const int threads[] = {1, 2, 3, 0};
         for (int t = 0; t < 4; t++) {
-            struct img out = img_new(0, 0, dw, dh, cn, depth, rndi(0, 3));
+            struct img out = img_new(0, 0, dw, dh, cn, depth, hc_test_rand_in(0, 3));
             int rc = hc_bicubic_resize_with(levels[l], &src.v, sw, sh, scale, &out.v, threads[t]);
             HC_CHECK_MSG(rc == 0, "%s", hc_last_error());
             snprintf(what, sizeof what, "%s threads %d: %dx%d c%d d%d x%d", level_names[l],
@@ -117,15 +101,16 @@ one_case(int sw, int sh, int cn, int depth, int scale)
         /* a random output rectangle from a packed window of exactly its padded source rect */
         for (int k = 0; k < 3; k++) {
             struct hc_rect r, s;
-            r.x = rndi(0, dw - 1);
-            r.y = rndi(0, dh - 1);
-            r.w = rndi(1, dw - r.x);
-            r.h = rndi(1, dh - r.y);
+            r.x = hc_test_rand_in(0, dw - 1);
+            r.y = hc_test_rand_in(0, dh - 1);
+            r.w = hc_test_rand_in(1, dw - r.x);
+            r.h = hc_test_rand_in(1, dh - r.y);
             hc_tile_src_rect(sw, sh, scale, &r, &s);
-            struct img win = img_new(s.x, s.y, s.w, s.h, cn, depth, rndi(0, 3));
+            struct img win = img_new(s.x, s.y, s.w, s.h, cn, depth, hc_test_rand_in(0, 3));
             hc_tile_extract(&src.v, &s, win.v.data, win.v.stride);
             struct img out = img_new(r.x, r.y, r.w, r.h, cn, depth, 0);
-            int rc = hc_bicubic_resize_with(levels[l], &win.v, sw, sh, scale, &out.v, rndi(0, 2));
+            int rc = hc_bicubic_resize_with(levels[l], &win.v, sw, sh, scale, &out.v,
+                                            hc_test_rand_in(0, 2));
             HC_CHECK_MSG(rc == 0, "%s", hc_last_error());
             struct hc_view refsub = ref.v;
             refsub.data = hc_view_at(&ref.v, r.x, r.y);
@@ -154,16 +139,16 @@ test_random(int quick)
             sw = 1, sh = 1;
             break;
         case 1:
-            sw = 1, sh = rndi(1, 40);
+            sw = 1, sh = hc_test_rand_in(1, 40);
             break;
         case 2:
-            sw = rndi(1, 40), sh = 1;
+            sw = hc_test_rand_in(1, 40), sh = 1;
             break;
         case 3:
-            sw = rndi(2, 5), sh = rndi(2, 5);
+            sw = hc_test_rand_in(2, 5), sh = hc_test_rand_in(2, 5);
             break;
         default:
-            sw = rndi(1, 97), sh = rndi(1, 61);
+            sw = hc_test_rand_in(1, 97), sh = hc_test_rand_in(1, 61);
             break;
         }
         one_case(sw, sh, cn, depth, scale);
@@ -172,8 +157,8 @@ test_random(int quick)
      * output samples inline) */
     int big = quick ? 2 : 6;
     for (int it = 0; it < big; it++) {
-        int cn = it % 4 + 1, scale = it % 2 ? 2 : 3, sw = rndi(300, 601) | 1;
-        int sh = (1200 * 1000) / (sw * cn * scale * scale) + rndi(1, 20);
+        int cn = it % 4 + 1, scale = it % 2 ? 2 : 3, sw = hc_test_rand_in(300, 601) | 1;
+        int sh = (1200 * 1000) / (sw * cn * scale * scale) + hc_test_rand_in(1, 20);
         one_case(sw, sh, cn, it % 3 == 2 ? 16 : 8, scale);
     }
     fprintf(stderr, "random: %d cases x %d levels ok\n", n + big, nlevels);
@@ -224,17 +209,18 @@ test_tiled(int quick)
     for (size_t t = 0; t < sizeof(tiles) / sizeof(tiles[0]); t++) {
         int tile = tiles[t];
         for (int k = 0; k < (quick ? 2 : 6); k++) {
-            int scale = k % 2 ? 3 : rndi(2, 8), cn = rndi(1, 4), depth = k % 3 == 2 ? 16 : 8;
+            int scale = k % 2 ? 3 : hc_test_rand_in(2, 8), cn = hc_test_rand_in(1, 4),
+                depth = k % 3 == 2 ? 16 : 8;
             int sw, sh;
             if (tile <= 3) { /* one call per output pixel: keep it small */
-                sw = rndi(1, 13);
-                sh = rndi(1, 9);
+                sw = hc_test_rand_in(1, 13);
+                sh = hc_test_rand_in(1, 9);
             } else if (k == 0) { /* narrower than one tile */
-                sw = rndi(1, tile / scale + 1);
-                sh = rndi(1, 50);
+                sw = hc_test_rand_in(1, tile / scale + 1);
+                sh = hc_test_rand_in(1, 50);
             } else {
-                sw = rndi(1, 300);
-                sh = rndi(1, 80);
+                sw = hc_test_rand_in(1, 300);
+                sh = hc_test_rand_in(1, 80);
             }
             tiled_vs_untiled(sw, sh, cn, depth, scale, tile);
             count++;

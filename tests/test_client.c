@@ -314,17 +314,6 @@ struct job {
     size_t plain_response_bytes; /* uncompressed, for the encoding checks */
 };
 
-static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
-
-static uint32_t
-rng(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
-
 /* smooth: a periodic gradient (compresses well, as photos do), else uniform noise. */
 static void
 job_make(struct job *j, int w, int h, int channels, int depth, int scale, int tile, int smooth)
@@ -344,7 +333,7 @@ job_make(struct job *j, int w, int h, int channels, int depth, int scale, int ti
     for (int y = 0; y < h; y++)
         for (int x = 0; x < w; x++)
             for (int c = 0; c < channels; c++) {
-                uint32_t v = smooth ? (uint32_t)((x * 3 + y * 2 + c * 40) & 0xff) : rng();
+                uint32_t v = smooth ? (uint32_t)((x * 3 + y * 2 + c * 40) & 0xff) : hc_test_rand();
                 size_t i = ((size_t)y * w + x) * channels + c;
                 if (depth == 8)
                     j->src[i] = (uint8_t)v;

@@ -12,23 +12,6 @@
 #include "tile.h"
 #include "tile_simd.h"
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
-static uint32_t
-rnd(void)
-{
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 16);
-}
-
-static int
-rndi(int lo, int hi) /* inclusive */
-{
-    return lo + (int)(rnd() % (uint32_t)(hi - lo + 1));
-}
-
 /* The taps one output index reads, from the mapping as shared/DESIGN.md writes it (written
  * out here, not taken from core/). */
 static void
@@ -46,16 +29,17 @@ static void
 test_src_rect(void)
 {
     for (int it = 0; it < 20000; it++) {
-        int scale = rndi(1, 8);
-        int sw = it % 7 == 0 ? rndi(1, 3) : rndi(1, 3000), sh = rndi(1, 500);
+        int scale = hc_test_rand_in(1, 8);
+        int sw = it % 7 == 0 ? hc_test_rand_in(1, 3) : hc_test_rand_in(1, 3000),
+            sh = hc_test_rand_in(1, 500);
         int dw = sw * scale, dh = sh * scale;
         struct hc_rect out;
-        out.x = rndi(0, dw - 1);
-        out.y = rndi(0, dh - 1);
-        out.w = rndi(1, dw - out.x);
-        out.h = rndi(1, dh - out.y);
+        out.x = hc_test_rand_in(0, dw - 1);
+        out.y = hc_test_rand_in(0, dh - 1);
+        out.w = hc_test_rand_in(1, dw - out.x);
+        out.h = hc_test_rand_in(1, dh - out.y);
         if (it % 3 == 0 && out.w > 40)
-            out.w = rndi(1, 40);
+            out.w = hc_test_rand_in(1, 40);
         int x0 = sw, x1 = -1, y0 = sh, y1 = -1;
         for (int x = out.x; x < out.x + out.w; x++) {
             int lo, hi;
@@ -87,7 +71,7 @@ test_grid(void)
 {
     int sizes[] = {1, 2, 3, 5, 7, 16, 17, 64, 255, 256, 512, 0, -1};
     for (int it = 0; it < 200; it++) {
-        int dw = rndi(1, 700), dh = rndi(1, 300);
+        int dw = hc_test_rand_in(1, 700), dh = hc_test_rand_in(1, 300);
         int tile = sizes[it % (int)(sizeof(sizes) / sizeof(sizes[0]))];
         if (tile == 1 && dw * dh > 20000)
             dw = 100, dh = 50;
@@ -126,17 +110,18 @@ test_copy_levels(void)
             continue;
         tested++;
         for (int it = 0; it < 3000; it++) {
-            size_t row = (size_t)(it < 300 ? it : rndi(1, 3000));
-            int rows = rndi(1, 9);
-            size_t sst = row + (size_t)rndi(0, 40), dst_st = row + (size_t)rndi(0, 40);
-            size_t soff = (size_t)rndi(0, 31), doff = (size_t)rndi(0, 31);
+            size_t row = (size_t)(it < 300 ? it : hc_test_rand_in(1, 3000));
+            int rows = hc_test_rand_in(1, 9);
+            size_t sst = row + (size_t)hc_test_rand_in(0, 40),
+                   dst_st = row + (size_t)hc_test_rand_in(0, 40);
+            size_t soff = (size_t)hc_test_rand_in(0, 31), doff = (size_t)hc_test_rand_in(0, 31);
             size_t ssz = soff + sst * (size_t)rows + 64, dsz = doff + dst_st * (size_t)rows + 64;
             uint8_t *s = malloc(ssz), *a = malloc(dsz), *b = malloc(dsz);
             HC_CHECK(s && a && b);
             for (size_t i = 0; i < ssz; i++)
-                s[i] = (uint8_t)rnd();
+                s[i] = (uint8_t)hc_test_rand();
             for (size_t i = 0; i < dsz; i++)
-                a[i] = b[i] = (uint8_t)rnd();
+                a[i] = b[i] = (uint8_t)hc_test_rand();
             hc_tile_kernels_scalar.copy(a + doff, dst_st, s + soff, sst, row, rows);
             k->copy(b + doff, dst_st, s + soff, sst, row, rows);
             HC_CHECK_MSG(memcmp(a, b, dsz) == 0, "%s: row %zu rows %d", hc_simd_name(levels[l]),
@@ -159,24 +144,24 @@ static void
 test_extract_paste(void)
 {
     for (int it = 0; it < 500; it++) {
-        int cn = rndi(1, 4), depth = it % 2 ? 8 : 16, bpp = cn * depth / 8;
-        int w = rndi(1, 300), h = rndi(1, 60);
-        int vx = rndi(0, 50), vy = rndi(0, 50);
-        size_t stride = (size_t)w * bpp + (size_t)rndi(0, 20);
+        int cn = hc_test_rand_in(1, 4), depth = it % 2 ? 8 : 16, bpp = cn * depth / 8;
+        int w = hc_test_rand_in(1, 300), h = hc_test_rand_in(1, 60);
+        int vx = hc_test_rand_in(0, 50), vy = hc_test_rand_in(0, 50);
+        size_t stride = (size_t)w * bpp + (size_t)hc_test_rand_in(0, 20);
         uint8_t *img = malloc(stride * h), *canvas = malloc(stride * h), *orig = malloc(stride * h);
         HC_CHECK(img && canvas && orig);
         for (size_t i = 0; i < stride * h; i++) {
-            img[i] = (uint8_t)rnd();
-            canvas[i] = orig[i] = (uint8_t)rnd();
+            img[i] = (uint8_t)hc_test_rand();
+            canvas[i] = orig[i] = (uint8_t)hc_test_rand();
         }
         struct hc_view v = {img, stride, vx, vy, w, h, cn, depth};
         struct hc_view c = {canvas, stride, vx, vy, w, h, cn, depth};
         struct hc_rect r;
-        r.x = vx + rndi(0, w - 1);
-        r.y = vy + rndi(0, h - 1);
-        r.w = rndi(1, vx + w - r.x);
-        r.h = rndi(1, vy + h - r.y);
-        size_t pst = (size_t)r.w * bpp + (size_t)rndi(0, 9);
+        r.x = vx + hc_test_rand_in(0, w - 1);
+        r.y = vy + hc_test_rand_in(0, h - 1);
+        r.w = hc_test_rand_in(1, vx + w - r.x);
+        r.h = hc_test_rand_in(1, vy + h - r.y);
+        size_t pst = (size_t)r.w * bpp + (size_t)hc_test_rand_in(0, 9);
         uint8_t *pk = malloc(pst * r.h);
         HC_CHECK(pk);
         hc_tile_extract(&v, &r, pk, pst);
