@@ -95,32 +95,67 @@ row_weights(int gy, double inv_scale, bool u8, int yib[4], float yb[4])
     return iy;
 }
 
-/* Copies the block's source rows ry0.. (sh of them, srowe elements each from column cx0) to
- * shared memory as they are. One warp per row, four loads in flight per lane before their
- * stores; no per-element index arithmetic (an earlier flat version spent more instructions
- * here than on the filter). */
-template <typename T, int CN>
-__device__ __forceinline__ void
-stage_source(const tile_args &a, int ry0, int cx0, int sh, int srowe, T *s_src, int tid)
+/* Where the block's staged rows are: rows are copied as whole aligned 16-byte pieces, so
+ * staged row r starts at base + r * pitch + lo(r), lo(r) being its global address mod 16. */
+struct stage {
+    const unsigned char *base;
+    int pitch, lo0, slo; /* lo(r) = (lo0 + r * slo) & 15 */
+};
+
+/* Bytes per staged row for nb bytes of pixels: the aligned pieces that cover any start. */
+__host__ __device__ __forceinline__ int
+stage_pitch(int nb)
 {
-    const size_t src_stride = (size_t)a.src_w * CN;
-    const T *g0 =
-        (const T *)a.src + (size_t)(ry0 - a.src_y) * src_stride + (size_t)(cx0 - a.src_x) * CN;
-    const int warp = tid >> 5, lane = tid & 31;
-    for (int r = warp; r < sh; r += 8) {
-        const T *g = g0 + (size_t)r * src_stride;
-        T *dd = s_src + r * srowe;
-        int e = lane;
-        for (; e + 96 < srowe; e += 128) {
-            const T v0 = g[e], v1 = g[e + 32], v2 = g[e + 64], v3 = g[e + 96];
-            dd[e] = v0;
-            dd[e + 32] = v1;
-            dd[e + 64] = v2;
-            dd[e + 96] = v3;
+    return ((nb + 30) >> 4) << 4;
+}
+
+template <typename T>
+__device__ __forceinline__ const T *
+stage_row(const stage &g, int r)
+{
+    return (const T *)(g.base + r * g.pitch + ((g.lo0 + r * g.slo) & 15));
+}
+
+/* Copies the block's source rows ry0.. (sh of them, nb bytes each from column cx0) to
+ * shared memory in aligned 16-byte pieces, four loads in flight per thread before their
+ * stores (byte loads left each warp waiting on a global round trip per 128 bytes). The
+ * pieces reach up to 30 bytes past a row's end: the buffers carry STAGE_OVERREAD bytes of
+ * slack after the last tile. */
+template <typename T, int CN>
+__device__ __forceinline__ stage
+stage_source(const tile_args &a, int ry0, int cx0, int sh, int nb, unsigned char *s, int tid)
+{
+    const size_t stride = (size_t)a.src_w * CN * sizeof(T);
+    const unsigned char *g0 =
+        a.src + (size_t)(ry0 - a.src_y) * stride + (size_t)(cx0 - a.src_x) * CN * sizeof(T);
+    stage g;
+    g.base = s;
+    g.pitch = stage_pitch(nb);
+    g.lo0 = (int)((uintptr_t)g0 & 15);
+    g.slo = (int)(stride & 15);
+    const int n16 = g.pitch >> 4, total = sh * n16;
+    const uint4 *ga = (const uint4 *)((uintptr_t)g0 & ~(uintptr_t)15);
+    for (int i0 = tid; i0 < total; i0 += 4 * 256) {
+        uint4 v[4];
+        int d[4];
+#pragma unroll
+        for (int u = 0; u < 4; u++) {
+            const int i = i0 + u * 256;
+            d[u] = -1;
+            if (i < total) {
+                const int r = i / n16, c = i - r * n16;
+                /* row r's first piece: (g0 + r * stride) rounded down to 16 */
+                const size_t off = ((size_t)g.lo0 + (size_t)r * stride) >> 4;
+                v[u] = __ldg(ga + off + c);
+                d[u] = r * g.pitch + c * 16;
+            }
         }
-        for (; e < srowe; e += 32)
-            dd[e] = g[e];
+#pragma unroll
+        for (int u = 0; u < 4; u++)
+            if (d[u] >= 0)
+                *(uint4 *)(s + d[u]) = v[u];
     }
+    return g;
 }
 
 /* Horizontal pass of one staged row for the thread's column: h[c] for every channel. */
@@ -152,7 +187,6 @@ template <typename T, int CN>
 __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
-    T *s_src = (T *)smem;        /* the block's source pixels as they are (u8 or u16) */
     __shared__ int s_yi[BY_MAX]; /* tap base row (unclamped) of each output row */
     __shared__ __align__(16) float s_yb[BY_MAX][4]; /* vertical float weights, SIMD formula */
     __shared__ int s_yib[BY_MAX][4];                /* Q11 vertical weights (8-bit integer tail) */
@@ -173,7 +207,8 @@ __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args
 
     if (tid < bh)
         s_yi[tid] = row_weights(oy0 + tid, a.inv_scale, u8, s_yib[tid], s_yb[tid]);
-    stage_source<T, CN>(a, ry0, cx0, sh, srowe, s_src, tid);
+    /* the block's source pixels as they are (u8 or u16) */
+    const stage g = stage_source<T, CN>(a, ry0, cx0, sh, srowe * (int)sizeof(T), smem, tid);
 
     /* This thread's columns: taps and weights. A column past the block's edge keeps taps
      * 0 (valid reads) and is never stored. */
@@ -211,7 +246,7 @@ __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args
     int iy = s_yi[0];
 #pragma unroll
     for (int k = 0; k < 4; k++) {
-        const T *row = s_src + (clampi(iy - 1 + k, 0, a.image_h - 1) - ry0) * srowe;
+        const T *row = stage_row<T>(g, clampi(iy - 1 + k, 0, a.image_h - 1) - ry0);
 #pragma unroll
         for (int j = 0; j < NC; j++)
             hpass<T, CN>(row, tp[j][0], tp[j][1], tp[j][2], tp[j][3], w[j], ia[j], h[j][k]);
@@ -225,7 +260,7 @@ __global__ void __launch_bounds__(256, CN == 4 ? 3 : 4) bicubic_kernel(tile_args
         const int ny = s_yi[o];
         while (iy < ny) {
             iy++;
-            const T *row = s_src + (clampi(iy + 2, 0, a.image_h - 1) - ry0) * srowe;
+            const T *row = stage_row<T>(g, clampi(iy + 2, 0, a.image_h - 1) - ry0);
 #pragma unroll
             for (int j = 0; j < NC; j++) {
 #pragma unroll
@@ -393,16 +428,33 @@ phase_j0(int q)
     return 2 * q + 1 < S ? 0 : 1;
 }
 
-/* One output row of a thread's period, any case: pixels outside the tile are skipped, and
- * OpenCV's integer formula serves the elements past its SIMD region. */
+/* The weights at x2. Output column (or row) 2k+q has the fraction 0.75 (q = 0) or 0.25
+ * (q = 1), whose weights are exact binary fractions, mirror images of each other. As
+ * constants they cost no registers and no loads; phase_check() compares them with
+ * hc_bicubic_coeffs() and hc_bicubic_q11() before the kernel may run, so they cannot drift
+ * from core/. */
+__host__ __device__ __forceinline__ float
+x2_coeff(int q, int k)
+{
+    const int i = q == 0 ? k : 3 - k;
+    return i == 0 ? -0.03515625f : i == 1 ? 0.26171875f : i == 2 ? 0.87890625f : -0.10546875f;
+}
+
+__host__ __device__ __forceinline__ int
+x2_q11(int q, int k)
+{
+    const int i = q == 0 ? k : 3 - k;
+    return i == 0 ? -72 : i == 1 ? 536 : i == 2 ? 1800 : -216;
+}
+
 /* One output row of a thread's period where every pixel is stored and inside OpenCV's
- * SIMD region (all but the threads at a tile's edges and the image's last columns). */
+ * SIMD region (all but the threads at a tile's edges and the image's last columns); bv:
+ * the row's vertical weights. */
 template <typename T, int CN, int S, int U>
 __device__ __forceinline__ void
 phase_emit_fast(const float (&h0)[S][CN], const float (&h1)[S][CN], const float (&h2)[S][CN],
-                const float (&h3)[S][CN], const float *yb, T *drow)
+                const float (&h3)[S][CN], const float4 bv, T *drow)
 {
-    const float4 bv = *(const float4 *)yb;
     unsigned out[S * CN];
 #pragma unroll
     for (int q = 0; q < S; q++)
@@ -417,6 +469,8 @@ phase_emit_fast(const float (&h0)[S][CN], const float (&h1)[S][CN], const float 
     store_pieces<T, S * CN, U>(drow, out);
 }
 
+/* One output row of a thread's period, any case: pixels outside the tile are skipped, and
+ * OpenCV's integer formula serves the elements past its SIMD region. */
 template <typename T, int CN, int S>
 __device__ __forceinline__ void
 phase_emit(const float (&h0)[S][CN], const float (&h1)[S][CN], const float (&h2)[S][CN],
@@ -489,8 +543,8 @@ phase_hrow(float (&hs)[S][CN], const T *row, const int (&col)[5], const int (&ia
 
 /* What the row loop needs besides the sums. */
 template <typename T, int CN, int S> struct phase_ctx {
-    const T *s_src;
-    int ry0, ry1, image_h, srowe, kb0, rlo, nrows, gx0;
+    stage g;
+    int ry0, ry1, image_h, kb0, rlo, nrows, gx0;
     long simd_end;
     size_t dstride;
     const float (*yb)[4];
@@ -501,11 +555,28 @@ template <typename T, int CN, int S> struct phase_ctx {
     bool valid[S], fast;
 };
 
+/* The vertical weights of local row r (phase q): constants at x2, else the block's table. */
+template <typename T, int CN, int S>
+__device__ __forceinline__ float4
+phase_yb(const phase_ctx<T, CN, S> &x, int r, int q)
+{
+    if (S == 2) {
+        /* u8: OpenCV's SIMD formula takes the Q11 weights over 2^22 (exact) */
+        if (sizeof(T) == 1)
+            return make_float4((float)x2_q11(q, 0) * (1.0f / 4194304.0f),
+                               (float)x2_q11(q, 1) * (1.0f / 4194304.0f),
+                               (float)x2_q11(q, 2) * (1.0f / 4194304.0f),
+                               (float)x2_q11(q, 3) * (1.0f / 4194304.0f));
+        return make_float4(x2_coeff(q, 0), x2_coeff(q, 1), x2_coeff(q, 2), x2_coeff(q, 3));
+    }
+    return *(const float4 *)x.yb[r];
+}
+
 template <typename T, int CN, int S>
 __device__ __forceinline__ const T *
 phase_src_row(const phase_ctx<T, CN, S> &x, int r)
 {
-    return x.s_src + (clampi(clampi(r, 0, x.image_h - 1), x.ry0, x.ry1) - x.ry0) * x.srowe;
+    return stage_row<T>(x.g, clampi(clampi(r, 0, x.image_h - 1), x.ry0, x.ry1) - x.ry0);
 }
 
 /* The rows of a block, row period by row period: per period k the rows whose taps start at
@@ -523,7 +594,7 @@ phase_loop(const phase_ctx<T, CN, S> &x, float (&h)[4][S][CN], T *drow, int nper
     do {                                                                                           \
         if (!EDGE || r >= x.rlo) {                                                                 \
             if (x.fast)                                                                            \
-                phase_emit_fast<T, CN, S, U>(h[s0], h[s1], h[s2], h[s3], x.yb[r], drow);           \
+                phase_emit_fast<T, CN, S, U>(h[s0], h[s1], h[s2], h[s3], phase_yb(x, r, q), drow); \
             else                                                                                   \
                 phase_emit<T, CN, S>(h[s0], h[s1], h[s2], h[s3], x.valid, x.gx0, x.simd_end,       \
                                      x.yb[r], x.yib[r], drow);                                     \
@@ -554,6 +625,118 @@ phase_loop(const phase_ctx<T, CN, S> &x, float (&h)[4][S][CN], T *drow, int nper
 #undef EMIT
 }
 
+/* ---- x2, the common case ------------------------------------------------------------
+ * A thread of the x2 kernel whose block stores every row, whose block's source rows are all
+ * inside the image and staged, whose five window columns are side by side in the staged
+ * rows and whose pixels are all inside OpenCV's SIMD region (every thread but those at the
+ * image's edges and at tiles' ragged edges) takes this loop: no clamps, no per-row tests,
+ * the window's loads at fixed offsets from one row pointer, weights as constants, and the
+ * product of the period's middle row h[k] * A2 computed once for the two output rows that
+ * use it (same operands, so the same bits). */
+
+/* Horizontal sums of one source row for both output columns of the period. */
+template <typename T, int CN>
+__device__ __forceinline__ void
+x2_hrow(float (&hs)[2][CN], const T *row)
+{
+#pragma unroll
+    for (int c = 0; c < CN; c++) {
+        int v[5];
+#pragma unroll
+        for (int j = 0; j < 5; j++)
+            v[j] = row[j * CN + c];
+#pragma unroll
+        for (int q = 0; q < 2; q++) {
+            if (sizeof(T) == 1) {
+                hs[q][c] = (float)(x2_q11(q, 0) * v[q] + x2_q11(q, 1) * v[q + 1] +
+                                   x2_q11(q, 2) * v[q + 2] + x2_q11(q, 3) * v[q + 3]);
+            } else {
+                float f = (float)v[q] * x2_coeff(q, 0);
+                f = f + (float)v[q + 1] * x2_coeff(q, 1);
+                f = f + (float)v[q + 2] * x2_coeff(q, 2);
+                f = f + (float)v[q + 3] * x2_coeff(q, 3);
+                hs[q][c] = f;
+            }
+        }
+    }
+}
+
+/* Vertical weight k of output row phase q, as phase_yb gives it. */
+template <typename T>
+__device__ __forceinline__ float
+x2_yb(int q, int k)
+{
+    return sizeof(T) == 1 ? (float)x2_q11(q, k) * (1.0f / 4194304.0f) : x2_coeff(q, k);
+}
+
+/* One output row of phase Q from source rows h0..h3 (k-2..k+1 for Q = 0, k-1..k+2 for
+ * Q = 1), pm = h[k] * A2 standing in for h2 * yb(0, 2) (Q = 0) or h1 * yb(1, 1) (Q = 1):
+ * phase_emit_fast's operations in its order. */
+template <typename T, int CN, int U, int Q>
+__device__ __forceinline__ void
+x2_emit(const float (&h0)[2][CN], const float (&h1)[2][CN], const float (&h2)[2][CN],
+        const float (&h3)[2][CN], const float (&pm)[2][CN], T *drow)
+{
+    unsigned out[2 * CN];
+#pragma unroll
+    for (int q = 0; q < 2; q++)
+#pragma unroll
+        for (int c = 0; c < CN; c++) {
+            float acc = h3[q][c] * x2_yb<T>(Q, 3);
+            acc = (Q == 0 ? pm[q][c] : h2[q][c] * x2_yb<T>(Q, 2)) + acc;
+            acc = (Q == 1 ? pm[q][c] : h1[q][c] * x2_yb<T>(Q, 1)) + acc;
+            acc = h0[q][c] * x2_yb<T>(Q, 0) + acc;
+            out[q * CN + c] = cvt_sat(acc, sizeof(T) == 1);
+        }
+    store_pieces<T, 2 * CN, U>(drow, out);
+}
+
+/* row0: the staged row (block-relative) of the first period's row k-2; col0: the byte
+ * offset of the thread's window in a staged row. */
+template <typename T, int CN, int U>
+__device__ __forceinline__ void
+x2_hot_loop(const stage &g, int row0, int col0, T *drow, size_t dstride, int nper)
+{
+    const unsigned char *base = g.base + col0;
+    int rp = row0 * g.pitch, lo = (g.lo0 + row0 * g.slo) & 15;
+    float h[4][2][CN];
+#define X2_NEXT_ROW(slot)                                                                          \
+    do {                                                                                           \
+        x2_hrow<T, CN>(h[slot], (const T *)(base + rp + lo));                                      \
+        rp += g.pitch;                                                                             \
+        lo = (lo + g.slo) & 15;                                                                    \
+    } while (0)
+    /* rows k-2 .. k+1 of the first period in slots 1, 2, 3, 0 */
+    X2_NEXT_ROW(1);
+    X2_NEXT_ROW(2);
+    X2_NEXT_ROW(3);
+    X2_NEXT_ROW(0);
+    int p = 0;
+#define X2_PERIOD(M)                                                                               \
+    do {                                                                                           \
+        if (p >= nper)                                                                             \
+            return;                                                                                \
+        float pm[2][CN];                                                                           \
+        _Pragma("unroll") for (int q = 0; q < 2; q++) _Pragma("unroll") for (int c = 0; c < CN;   \
+                                                                             c++) pm[q][c] =       \
+            h[((M) + 3) & 3][q][c] * x2_yb<T>(0, 2);                                               \
+        x2_emit<T, CN, U, 0>(h[((M) + 1) & 3], h[((M) + 2) & 3], h[((M) + 3) & 3], h[M], pm, drow); \
+        drow += dstride;                                                                           \
+        X2_NEXT_ROW(((M) + 1) & 3);                                                                \
+        x2_emit<T, CN, U, 1>(h[((M) + 2) & 3], h[((M) + 3) & 3], h[M], h[((M) + 1) & 3], pm, drow); \
+        drow += dstride;                                                                           \
+        p++;                                                                                       \
+    } while (0)
+    for (;;) {
+        X2_PERIOD(0);
+        X2_PERIOD(1);
+        X2_PERIOD(2);
+        X2_PERIOD(3);
+    }
+#undef X2_PERIOD
+#undef X2_NEXT_ROW
+}
+
 /* One thread per column period: it loads the five window pixels of a source row once and
  * makes the S horizontal sums from them (the generic kernel loads four taps per output: at
  * x2 that is 12 loads per source row and pixel instead of 7.5). Rows go by periods too:
@@ -571,7 +754,6 @@ template <typename T, int CN, int S>
 __global__ void __launch_bounds__(256, HC_PHASE_MINB(S, CN)) bicubic_phase_kernel(tile_args a)
 {
     extern __shared__ __align__(16) unsigned char smem[];
-    T *s_src = (T *)smem;
     __shared__ __align__(16) float s_yb[BY_MAX][4];
     __shared__ int s_yib[BY_MAX][4];
 
@@ -589,13 +771,13 @@ __global__ void __launch_bounds__(256, HC_PHASE_MINB(S, CN)) bicubic_phase_kerne
     const int sw = cx1 - cx0 + 1, sh = ry1 - ry0 + 1;
     const int srowe = sw * CN;
 
+    phase_ctx<T, CN, S> x;
     if (tid < a.by)
         (void)row_weights(gy_a + tid, a.inv_scale, u8, s_yib[tid], s_yb[tid]);
-    stage_source<T, CN>(a, ry0, cx0, sh, srowe, s_src, tid);
+    x.g = stage_source<T, CN>(a, ry0, cx0, sh, srowe * (int)sizeof(T), smem, tid);
 
     /* The thread's column period, its window and its outputs' weights. A window column
      * outside the staged rectangle only feeds outputs that are never stored: clamp it in. */
-    phase_ctx<T, CN, S> x;
     const int gx0 = gx_a + S * tid;
     const int k = gx0 / S;
     bool any = false;
@@ -615,19 +797,18 @@ __global__ void __launch_bounds__(256, HC_PHASE_MINB(S, CN)) bicubic_phase_kerne
         hc_bicubic_coeffs(t, c);
 #pragma unroll
         for (int kk = 0; kk < 4; kk++) {
-            x.ia[q][kk] = hc_bicubic_q11(c[kk]);
-            x.w[q][kk] = c[kk];
+            /* the same values at x2, as constants (see x2_coeff) */
+            x.ia[q][kk] = S == 2 ? x2_q11(q, kk) : hc_bicubic_q11(c[kk]);
+            x.w[q][kk] = S == 2 ? x2_coeff(q, kk) : c[kk];
         }
     }
     __syncthreads();
     if (!any)
         return; /* no barrier after this point */
 
-    x.s_src = s_src;
     x.ry0 = ry0;
     x.ry1 = ry1;
     x.image_h = a.image_h;
-    x.srowe = srowe;
     x.kb0 = gy_a / S;     /* the block's first row period */
     x.rlo = oy0 - gy_a;   /* first local row that is stored */
     x.nrows = oy1 - gy_a; /* last */
@@ -637,6 +818,20 @@ __global__ void __launch_bounds__(256, HC_PHASE_MINB(S, CN)) bicubic_phase_kerne
     x.yb = s_yb;
     x.yib = s_yib;
 
+    T *drow = (T *)a.dst + ((long)(gy_a - a.out_y) * a.out_w + (gx0 - a.out_x)) * CN;
+    constexpr int B = S * CN * (int)sizeof(T);
+    constexpr int UB = B % 16 == 0 ? 16 : B % 8 == 0 ? 8 : B % 4 == 0 ? 4 : B % 2 == 0 ? 2 : 1;
+    const int unit =
+        store_unit<B>((const T *)a.dst + ((long)(oy0 - a.out_y) * a.out_w + (gx0 - a.out_x)) * CN,
+                      x.dstride * sizeof(T));
+    const bool all_rows = x.rlo == 0 && x.nrows == a.by - 1; /* every row of the block stored */
+    if (S == 2 && all_rows && x.fast && unit == UB && x.kb0 - 2 >= ry0 &&
+        x.kb0 + a.by / S + 1 <= ry1 && k - 2 >= cx0 && k + 2 <= cx1) {
+        x2_hot_loop<T, CN, UB>(x.g, x.kb0 - 2 - ry0, (k - 2 - cx0) * CN * (int)sizeof(T), drow,
+                               x.dstride, a.by / S);
+        return;
+    }
+
     /* rows k-2 .. k+1 of the first period in slots 1, 2, 3, 0 */
     float h[4][S][CN];
     phase_hrow<T, CN, S>(h[1], phase_src_row(x, x.kb0 - 2), x.col, x.ia, x.w);
@@ -644,13 +839,7 @@ __global__ void __launch_bounds__(256, HC_PHASE_MINB(S, CN)) bicubic_phase_kerne
     phase_hrow<T, CN, S>(h[3], phase_src_row(x, x.kb0), x.col, x.ia, x.w);
     phase_hrow<T, CN, S>(h[0], phase_src_row(x, x.kb0 + 1), x.col, x.ia, x.w);
 
-    T *drow = (T *)a.dst + ((long)(gy_a - a.out_y) * a.out_w + (gx0 - a.out_x)) * CN;
-    constexpr int B = S * CN * (int)sizeof(T);
-    constexpr int UB = B % 16 == 0 ? 16 : B % 8 == 0 ? 8 : B % 4 == 0 ? 4 : B % 2 == 0 ? 2 : 1;
-    const int unit =
-        store_unit<B>((const T *)a.dst + ((long)(oy0 - a.out_y) * a.out_w + (gx0 - a.out_x)) * CN,
-                      x.dstride * sizeof(T));
-    if (x.rlo == 0 && x.nrows == a.by - 1) { /* every row of the block is stored */
+    if (all_rows) {
         if (unit == UB)
             phase_loop<T, CN, S, UB, false>(x, h, drow, a.by / S);
         else
@@ -693,8 +882,8 @@ struct hc_cuda {
 static size_t
 smem_bytes(int bx, int scale, int channels, int depth, int by)
 {
-    size_t w = (size_t)((bx - 1) / scale + 5), h = (size_t)((by - 1) / scale + 5);
-    return w * h * (size_t)channels * (size_t)(depth / 8);
+    const int w = (bx - 1) / scale + 5, h = (by - 1) / scale + 5;
+    return (size_t)h * (size_t)stage_pitch(w * channels * (depth / 8));
 }
 
 /* Rows per block: BY_MAX, halved until the block's source rectangle fits. */
@@ -770,11 +959,27 @@ static bool phase_scale[PHASE_MAX_SCALE + 1];
 static pthread_once_t phase_once = PTHREAD_ONCE_INIT;
 static volatile int force_generic;
 
+/* The x2 kernel's constant weights (x2_coeff, x2_q11) against core's formulas. */
+static bool
+x2_weights_hold(void)
+{
+    for (int q = 0; q < 2; q++) {
+        int ix;
+        float t, c[4];
+        hc_bicubic_map_inv(q, 0.5, &ix, &t);
+        hc_bicubic_coeffs(t, c);
+        for (int k = 0; k < 4; k++)
+            if (c[k] != x2_coeff(q, k) || hc_bicubic_q11(c[k]) != x2_q11(q, k))
+                return false;
+    }
+    return true;
+}
+
 static void
 phase_check(void)
 {
     for (int sc = 2; sc <= PHASE_MAX_SCALE; sc++)
-        phase_scale[sc] = phase_holds(sc, 0, PHASE_CHECKED * sc);
+        phase_scale[sc] = phase_holds(sc, 0, PHASE_CHECKED * sc) && (sc != 2 || x2_weights_hold());
 }
 
 /* The per-scale kernel's scale for tile t, or 0 for the generic kernel. */
@@ -1027,6 +1232,8 @@ slot_put(struct hc_cuda *cu, struct slot *s)
 /* Offsets of tiles in the slot's buffers are rounded up to this, so that 16-bit tiles after
  * an odd-sized 8-bit tile stay aligned (and copies start on whole cache lines). */
 #define TILE_ALIGN 256
+/* Slack after a buffer's last tile: staging reads whole 16-byte pieces (stage_source). */
+#define STAGE_OVERREAD 32
 
 static size_t
 align_up(size_t v)
@@ -1048,7 +1255,7 @@ hc_cuda_run(struct hc_cuda *cu, const struct hc_wire_tile *tiles, const uint8_t 
         outb += align_up(hc_wire_out_bytes(&tiles[i]));
     }
     CK(cudaSetDevice(s->dev));
-    rc = slot_reserve(s, in, outb);
+    rc = slot_reserve(s, in + STAGE_OVERREAD, outb);
     if (rc)
         goto out;
     /* Copies and kernels are queued per tile on this request's stream, so a batch's first
@@ -1125,7 +1332,7 @@ hc_cuda_bench(int w, int h, int channels, int depth, int scale, int iters, doubl
     rc = allow_smem();
     if (rc)
         goto out;
-    CK(cudaMalloc((void **)&d_in, in));
+    CK(cudaMalloc((void **)&d_in, in + STAGE_OVERREAD));
     CK(cudaMalloc((void **)&d_out, outb));
     CK(cudaMalloc((void **)&d_copy, outb));
     hbuf = (uint8_t *)malloc(in);
