@@ -51,6 +51,7 @@ struct hcfs {
     struct hc_pathmap *paths;
     struct fuse *fuse;
     struct timespec mounted_at;
+    struct hc_backing *backing; /* FUSE passthrough ids (backing.h); NULL without it */
 };
 
 /* The FUSE operations; fuse_get_context()->private_data is the struct hcfs. */

@@ -16,6 +16,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "backing.h"
 #include "hcfs.h"
 
 #include <fuse_lowlevel.h>
@@ -475,6 +476,7 @@ out:
         fuse_destroy(fs.fuse);
     hc_client_close(fs.client);
     hc_probecache_free(fs.probes);
+    hc_backing_free(fs.backing);
     hc_pathmap_close(fs.paths);
     hc_tc_close(fs.tc);
     free(co.mountpoint);

@@ -22,6 +22,7 @@
 #include <sys/time.h>
 #include <unistd.h>
 
+#include "backing.h"
 #include "hcfs.h"
 
 #include <fuse_lowlevel.h>
@@ -44,6 +45,7 @@ struct handle {
     enum hkind kind;
     int fd;
     int written;     /* input/: written or truncated through this handle */
+    int backing_id;  /* upscaled/: FUSE passthrough id, 0 when none */
     char *rel;       /* input path at open time (for prefetch on release) */
     struct stat ist; /* upscaled/: the input's attributes at open time */
 };
@@ -582,9 +584,23 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
     }
     h->ist = ist;
     fi->fh = (uint64_t)(uintptr_t)h;
+    /* A done output is a plain file: with passthrough the kernel reads it itself, from the
+     * cache file's page cache, and no read comes here. */
+    if (fs->backing) {
+        int id = hc_backing_get(fs->backing, rel, fd, stop_waiting, fs, fs->timeout_s);
+        if (id < 0) {
+            handle_free(h);
+            return id == -EINTR && !fuse_interrupted() ? -EIO : id;
+        }
+        h->backing_id = id;
+        if (id > 0)
+            hc_platform_set_backing_id(fi, id);
+    }
     /* Pages cached for this path belong to this very output only when it was opened
-     * before; the first open of a new output drops them. */
-    fi->keep_cache = keep ? 1 : 0;
+     * before; the first open of a new output drops them. Not with passthrough, where the
+     * FUSE inode caches nothing: Linux 6.18 failed such opens with EIO when keep_cache was
+     * set. */
+    fi->keep_cache = keep && h->backing_id == 0 ? 1 : 0;
     fi->direct_io = 0;
 #if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 11)
     fi->noflush = 1; /* nothing to flush on a read-only file: one round trip less per close */
@@ -707,6 +723,8 @@ hc_release(const char *path, struct fuse_file_info *fi)
             maybe_prefetch(fs, h->rel);
         }
     }
+    if (h->backing_id > 0)
+        hc_backing_put(fs->backing, h->backing_id);
     handle_free(h);
     return 0;
 }
@@ -947,6 +965,13 @@ hc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     cfg->kernel_cache = 0;
     cfg->auto_cache = 0;
     cfg->use_ino = 0;
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17)
+    /* From libfuse 3.17 the high-level library refuses the kernel's INTERRUPT requests
+     * unless intr is set, and a reader waiting in open() could then not be interrupted
+     * (fs_signals). With it, libfuse also signals the worker (an empty handler): blocking
+     * calls of the interrupted request return EINTR, which is what the kernel asked for. */
+    cfg->intr = 1;
+#endif
     if (conn->capable & FUSE_CAP_SPLICE_WRITE)
         conn->want |= FUSE_CAP_SPLICE_WRITE;
     /* Not FUSE_CAP_SPLICE_MOVE: moving spliced pages into the FUSE file's page cache leaves
@@ -960,6 +985,11 @@ hc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
      * opened before; input/ files are reread on each open), so cached reads stay in the
      * kernel at memory speed. */
     conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+    if (hc_platform_passthrough_init(conn))
+        fs->backing = hc_backing_new(hc_platform_passthrough_open, hc_platform_passthrough_close);
+    fprintf(stderr, "info hcfs: FUSE passthrough %s\n",
+            fs->backing ? "on (done outputs are read by the kernel from the cache)"
+                        : "not offered (kernel < 6.9 or libfuse < 3.16): reads go through hcfs");
     /* Larger requests: fewer round trips through /dev/fuse for big images. */
     conn->max_write = 1u << 20;
     conn->max_readahead = conn->max_readahead > (1u << 20) ? conn->max_readahead : (1u << 20);

@@ -240,3 +240,93 @@ hc_platform_loop(struct fuse *f, unsigned int max_threads, unsigned int idle_thr
     return fuse_loop_mt(f, 0);
 #endif
 }
+
+/* ---- FUSE passthrough ------------------------------------------------------------------ */
+
+#if defined(__linux__) && defined(FUSE_CAP_PASSTHROUGH)
+#include <stdint.h>
+#include <sys/ioctl.h>
+
+#include <fuse_lowlevel.h>
+
+/* The kernel's /dev/fuse ioctls for backing files (include/uapi/linux/fuse.h, Linux 6.9):
+ * Debian 12's kernel headers predate them, so they are spelled out here. */
+struct hc_backing_map {
+    int32_t fd;
+    uint32_t flags;
+    uint64_t padding;
+};
+#define HC_FUSE_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct hc_backing_map)
+#define HC_FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
+
+static int
+session_fd(void)
+{
+    struct fuse_context *c = fuse_get_context();
+    return c && c->fuse ? fuse_session_fd(fuse_get_session(c->fuse)) : -1;
+}
+
+int
+hc_platform_passthrough_init(struct fuse_conn_info *conn)
+{
+    if (!(conn->capable & FUSE_CAP_PASSTHROUGH))
+        return 0;
+    conn->want |= FUSE_CAP_PASSTHROUGH;
+    /* cache files may live on a stacked filesystem (overlayfs in containers) */
+    conn->max_backing_stack_depth = 1;
+    return 1;
+}
+
+int
+hc_platform_passthrough_open(int fd)
+{
+    struct hc_backing_map map = {.fd = fd, .flags = 0, .padding = 0};
+    int sfd = session_fd();
+    if (sfd < 0)
+        return -EBADF;
+    int id = ioctl(sfd, HC_FUSE_DEV_IOC_BACKING_OPEN, &map);
+    return id > 0 ? id : id == 0 ? -EIO : -errno;
+}
+
+void
+hc_platform_passthrough_close(int backing_id)
+{
+    uint32_t id = (uint32_t)backing_id;
+    int sfd = session_fd();
+    if (sfd >= 0 && backing_id > 0)
+        (void)ioctl(sfd, HC_FUSE_DEV_IOC_BACKING_CLOSE, &id);
+}
+
+void
+hc_platform_set_backing_id(struct fuse_file_info *fi, int backing_id)
+{
+    fi->backing_id = backing_id;
+}
+#else
+int
+hc_platform_passthrough_init(struct fuse_conn_info *conn)
+{
+    (void)conn;
+    return 0;
+}
+
+int
+hc_platform_passthrough_open(int fd)
+{
+    (void)fd;
+    return -ENOSYS;
+}
+
+void
+hc_platform_passthrough_close(int backing_id)
+{
+    (void)backing_id;
+}
+
+void
+hc_platform_set_backing_id(struct fuse_file_info *fi, int backing_id)
+{
+    (void)fi;
+    (void)backing_id;
+}
+#endif

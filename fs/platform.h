@@ -60,6 +60,19 @@ extern "C" {
  * -ENOENT when no home directory is known, -ENAMETOOLONG. */
 int hc_platform_default_dirs(char *data, size_t data_len, char *cache, size_t cache_len);
 
+/* FUSE passthrough (Linux >= 6.9 with libfuse >= 3.16, which scripts/build-libfuse provides
+ * where the system's is older): the kernel serves reads of an open file straight from a
+ * backing file, with no request to hcfs and from that file's own page cache.
+ * hc_platform_passthrough_init asks for it in init (1 when the kernel offers it, else 0);
+ * hc_platform_passthrough_open registers fd for the request being answered and returns the
+ * backing id for fi->backing_id (> 0), or -errno (-EPERM without CAP_SYS_ADMIN, -ENOSYS
+ * where unsupported: macOS, older libfuse); hc_platform_passthrough_close releases an id. */
+int hc_platform_passthrough_init(struct fuse_conn_info *conn);
+int hc_platform_passthrough_open(int fd);
+void hc_platform_passthrough_close(int backing_id);
+/* Sets fi's backing id (no-op where fuse_file_info has none). */
+void hc_platform_set_backing_id(struct fuse_file_info *fi, int backing_id);
+
 /* Mount options this platform always adds ("" on Linux). */
 const char *hc_platform_mount_opts(void);
 

@@ -104,6 +104,61 @@ def case_passthrough():
 
 # --------------------------------------------------------------------------- upscaled/
 
+def case_kernel_passthrough():
+    """FUSE passthrough (where the kernel and libfuse offer it and hcfs may use it): a done
+    output is read by the kernel from the cache file, every open of one path shares one
+    backing file, and a new version of an output waits for the old version's last reader:
+    the old reader gets the whole old output, the new one the whole new output. Where
+    passthrough is not offered or refused, the same reads must go through hcfs instead."""
+    w = tmpdir("kpt")
+    v1 = make_image(os.path.join(w, "v1.png"), 240, 180, 91)
+    v2 = make_image(os.path.join(w, "v2.png"), 200, 160, 92)
+    ref1 = hc_upscale(v1, os.path.join(w, "ref1.png"))
+    ref2 = hc_upscale(v2, os.path.join(w, "ref2.png"))
+    m = Mount(w, "noprefetch,timeout=30")
+    lg = m.log()
+    on = "FUSE passthrough on" in lg
+    log("passthrough: %s" % ("on" if on else "off: " + lg.strip().splitlines()[-1]))
+    x = os.path.join(m.up, "x.png")
+    subprocess.run(["cp", v1, os.path.join(m.input, "x.png")], check=True)
+    rc, data, err = read_with_timeout(x, 60)
+    check(rc == 0 and data == ref1, "first read: rc %d, %d bytes vs %d %s" %
+          (rc, len(data), len(ref1), err))
+    # several opens at once share the backing file (a second one would be refused: EBUSY)
+    fds = [os.open(x, os.O_RDONLY) for _ in range(4)]
+    for fd in fds:
+        check(os.pread(fd, len(ref1) + 1, 0) == ref1, "concurrent open reads v1")
+    for fd in fds[1:]:
+        os.close(fd)
+    old = fds[0]
+    # a new version while one reader keeps the old one open
+    tmp = os.path.join(m.input, ".x.tmp")
+    subprocess.run(["cp", v2, tmp], check=True)
+    os.rename(tmp, os.path.join(m.input, "x.png"))
+    result = {}
+
+    def reader():
+        result["r"] = read_with_timeout(x, 60)
+
+    t = threading.Thread(target=reader)
+    t.start()
+    time.sleep(1.5)
+    if on:
+        check(t.is_alive(), "the new version's open waits while the old one is open")
+    check(os.pread(old, len(ref1) + 1, 0) == ref1, "the old reader still reads all of v1")
+    os.close(old)
+    t.join(90)
+    check(not t.is_alive(), "the new version's reader finished after the old one closed")
+    rc, data, err = result["r"]
+    check(rc == 0 and data == ref2, "new version: rc %d, %d bytes vs %d %s" %
+          (rc, len(data), len(ref2), err))
+    rc, data, err = read_with_timeout(x, 60)
+    check(rc == 0 and data == ref2, "read again: rc %d" % rc)
+    check("passthrough refused" not in m.log() or not on,
+          "passthrough was offered and then refused:\n%s" % m.log())
+    check(m.unmount() == 0, "clean exit")
+
+
 def case_readers():
     """cp, cat, Python (PIL) and ImageMagick read upscaled/ on first access and get the
     bytes of `hc upscale`; pixels equal OpenCV's INTER_CUBIC."""
@@ -895,6 +950,7 @@ def case_svc_resume():
 
 CASES = {
     "passthrough": case_passthrough,
+    "kernel_passthrough": case_kernel_passthrough,
     "readers": case_readers,
     "exact_size": case_exact_size,
     "cache": case_cache,
