@@ -598,8 +598,10 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
     }
     /* Pages cached for this path belong to this very output only when it was opened
      * before; the first open of a new output drops them. Not with passthrough, where the
-     * FUSE inode caches nothing: Linux 6.18 failed such opens with EIO when keep_cache was
-     * set. */
+     * FUSE inode caches nothing and the kernel fails the open (EIO) when FOPEN_KEEP_CACHE
+     * comes with FOPEN_PASSTHROUGH (fs/fuse/iomode.c allows only DIRECT_IO,
+     * PARALLEL_DIRECT_WRITES and NOFLUSH with it). The price: without keep_cache the kernel
+     * drops the inode's attributes at each open, so an fstat() after it is a GETATTR. */
     fi->keep_cache = keep && h->backing_id == 0 ? 1 : 0;
     fi->direct_io = 0;
 #if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 11)
