@@ -12,9 +12,11 @@
 struct entry {
     struct entry *next;
     char *rel;
-    dev_t dev; /* the backing file's identity: one version of rel's output */
+    char *name; /* the cache file's name: one version of rel's output */
+    dev_t dev;
     ino_t ino;
-    int id, refs;
+    int id; /* 0: this path's opens go without passthrough */
+    int refs;
 };
 
 struct hc_backing {
@@ -40,6 +42,14 @@ hc_backing_new(int (*open_id)(int fd), void (*close_id)(int id))
     return b;
 }
 
+static void
+entry_free(struct entry *e)
+{
+    free(e->rel);
+    free(e->name);
+    free(e);
+}
+
 void
 hc_backing_free(struct hc_backing *b)
 {
@@ -48,9 +58,7 @@ hc_backing_free(struct hc_backing *b)
     while (b->list) {
         struct entry *e = b->list;
         b->list = e->next;
-        b->close_id(e->id);
-        free(e->rel);
-        free(e);
+        entry_free(e);
     }
     pthread_cond_destroy(&b->freed);
     pthread_mutex_destroy(&b->lock);
@@ -66,9 +74,67 @@ find(struct hc_backing *b, const char *rel)
     return NULL;
 }
 
+/* Refusals that will not change for this mount: no CAP_SYS_ADMIN, no passthrough in the
+ * kernel, a backing file it cannot stack on. Anything else (ENOMEM, EMFILE) is passing. */
+static int
+refused_for_good(int err)
+{
+    return err == EPERM || err == EOPNOTSUPP || err == ENOTTY || err == EINVAL || err == ELOOP ||
+           err == ENOSYS;
+}
+
+/* A new entry for rel (b->lock held): registers fd unless passthrough is off. */
+static int
+add(struct hc_backing *b, const char *rel, int fd, const char *name, const struct stat *st)
+{
+    int id = 0;
+    if (b->enabled) {
+        id = b->open_id(fd);
+        if (id <= 0) {
+            int err = id < 0 ? -id : EIO;
+            if (refused_for_good(err)) {
+                b->enabled = 0;
+                fprintf(stderr, "info hcfs: FUSE passthrough refused (%s): reads go through hcfs\n",
+                        strerror(err));
+            }
+            id = 0; /* this path's opens go without passthrough until they are all closed */
+        }
+    }
+    if (id == 0 && !b->enabled)
+        return 0; /* nothing to share: every open of every new path goes without */
+    struct entry *e = calloc(1, sizeof(*e));
+    if (e) {
+        e->rel = strdup(rel);
+        e->name = strdup(name ? name : "");
+    }
+    if (!e || !e->rel || !e->name) {
+        if (e)
+            entry_free(e);
+        if (id > 0)
+            b->close_id(id);
+        return -ENOMEM;
+    }
+    e->dev = st->st_dev;
+    e->ino = st->st_ino;
+    e->id = id;
+    e->refs = 1;
+    e->next = b->list;
+    b->list = e;
+    return id;
+}
+
+/* Can this open share e? Without a backing file (id 0) any version can: the kernel only
+ * minds mixing passthrough and caching opens. */
+static int
+same_version(const struct entry *e, const struct stat *st, const char *name)
+{
+    return e->id == 0 || (e->dev == st->st_dev && e->ino == st->st_ino) ||
+           (name && *name && !strcmp(e->name, name));
+}
+
 int
-hc_backing_get(struct hc_backing *b, const char *rel, int fd, int (*stop)(void *), void *arg,
-               int timeout_s)
+hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *name, int (*stop)(void *),
+               void *arg, int timeout_s)
 {
     struct stat st;
     struct timespec deadline;
@@ -77,49 +143,25 @@ hc_backing_get(struct hc_backing *b, const char *rel, int fd, int (*stop)(void *
     if (fstat(fd, &st) < 0)
         return -errno;
     clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_s > 0 ? timeout_s : 1;
+    deadline.tv_sec += timeout_s > 0 ? timeout_s : 60;
     pthread_mutex_lock(&b->lock);
     for (;;) {
-        if (!b->enabled) {
-            r = 0;
-            break;
-        }
+        /* The path's current opens decide first, whatever became of passthrough since:
+         * an inode with a backing file accepts only opens naming it. */
         struct entry *e = find(b, rel);
-        if (e && e->dev == st.st_dev && e->ino == st.st_ino) {
+        if (e && same_version(e, &st, name)) {
             e->refs++;
             r = e->id;
             break;
         }
         if (!e) {
-            int id = b->open_id(fd);
-            if (id <= 0) {
-                b->enabled = 0;
-                fprintf(stderr, "info hcfs: FUSE passthrough refused (%s): reads go through hcfs\n",
-                        strerror(id < 0 ? -id : EIO));
-                r = 0;
-                break;
-            }
-            e = calloc(1, sizeof(*e));
-            if (e)
-                e->rel = strdup(rel);
-            if (!e || !e->rel) {
-                free(e);
-                b->close_id(id);
-                r = -ENOMEM;
-                break;
-            }
-            e->dev = st.st_dev;
-            e->ino = st.st_ino;
-            e->id = id;
-            e->refs = 1;
-            e->next = b->list;
-            b->list = e;
-            r = id;
+            r = add(b, rel, fd, name, &st);
             break;
         }
-        /* An older version of rel is open through passthrough: the kernel keeps its
-         * backing file on the inode until its last reader closes. Wait for that, a slice
-         * at a time, so that an interrupt or the unmount is noticed. */
+        /* An older version of rel is open: with passthrough the kernel keeps its backing
+         * file on the inode until its last reader closes (without, the pages cached for
+         * it would be served). Wait for that, a slice at a time, so that an interrupt or
+         * the unmount is noticed. */
         if (stop && stop(arg)) {
             r = -EINTR;
             break;
@@ -144,18 +186,18 @@ hc_backing_get(struct hc_backing *b, const char *rel, int fd, int (*stop)(void *
 }
 
 void
-hc_backing_put(struct hc_backing *b, int id)
+hc_backing_put(struct hc_backing *b, const char *rel)
 {
     pthread_mutex_lock(&b->lock);
     for (struct entry **pe = &b->list; *pe; pe = &(*pe)->next) {
         struct entry *e = *pe;
-        if (e->id != id)
+        if (strcmp(e->rel, rel))
             continue;
         if (--e->refs == 0) {
             *pe = e->next;
-            b->close_id(e->id);
-            free(e->rel);
-            free(e);
+            if (e->id > 0)
+                b->close_id(e->id);
+            entry_free(e);
             pthread_cond_broadcast(&b->freed);
         }
         break;

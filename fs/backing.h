@@ -3,10 +3,12 @@
  * With passthrough the kernel reads an open file straight from a backing file (the cache
  * file of a done output): no read reaches hcfs, and the bytes come from the cache file's
  * own page cache. The kernel attaches one backing file to a FUSE inode while any
- * passthrough open of it exists: a second open must name the same one (another gives
- * EBUSY) and must use passthrough too (without, EINVAL). So every open of one path shares
- * one id while any of them is open; an open of a newer version of the output (its input
- * changed) waits until the older version's last reader has closed it.
+ * passthrough open of it exists: a second open must name the same file (another gives
+ * EIO) and must use passthrough too (without, EIO). So the opens of one path share one
+ * registration while any of them is open, and an open of a newer version of the output
+ * (its input changed) waits until the older version's last reader has closed it. A
+ * recomputed output with the same cache key (evicted, then made again) has the same bytes
+ * and shares the old registration instead of waiting.
  *
  * Thread safety: every function may be called from any thread.
  */
@@ -22,18 +24,23 @@ struct hc_backing;
 /* open_id registers a descriptor with the kernel and returns its id (> 0) or -errno;
  * close_id releases one (hc_platform_passthrough_open / _close in hcfs). */
 struct hc_backing *hc_backing_new(int (*open_id)(int fd), void (*close_id)(int id));
+/* Frees the table; the ids die with the FUSE connection (no ioctl after unmount). */
 void hc_backing_free(struct hc_backing *b);
 
-/* The id for an open of rel that reads descriptor fd: > 0 to set as the open's backing
- * id; 0 when passthrough is off (a registration was refused once: no CAP_SYS_ADMIN, or
- * the kernel lacks it; the open then goes through hcfs as before); -EBUSY when another
- * version of rel stayed open longer than timeout_s; -EINTR when stop(arg) said so while
- * waiting. Every id > 0 returned must be given back with hc_backing_put(). */
-int hc_backing_get(struct hc_backing *b, const char *rel, int fd, int (*stop)(void *), void *arg,
-                   int timeout_s);
-void hc_backing_put(struct hc_backing *b, int id);
+/* The id for an open of rel that reads descriptor fd, whose file is named name in the
+ * cache (its cache key: same name, same bytes):
+ *  > 0: set it as the open's backing id;
+ *  0: open without passthrough (it is off: a registration was refused for good, no
+ *     CAP_SYS_ADMIN; or this path's current opens are without it after a passing
+ *     failure);
+ *  -EBUSY: another version of rel stayed open longer than timeout_s;
+ *  -EINTR: stop(arg) said so while waiting.
+ * Every call that returned >= 0 is matched by one hc_backing_put(b, rel). */
+int hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *name,
+                   int (*stop)(void *), void *arg, int timeout_s);
+void hc_backing_put(struct hc_backing *b, const char *rel);
 
-/* 1 while passthrough is on. */
+/* 1 while passthrough is on for new paths. */
 int hc_backing_enabled(struct hc_backing *b);
 
 #ifdef __cplusplus

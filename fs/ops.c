@@ -46,6 +46,7 @@ struct handle {
     int fd;
     int written;     /* input/: written or truncated through this handle */
     int backing_id;  /* upscaled/: FUSE passthrough id, 0 when none */
+    int backing_ref; /* upscaled/: holds a share in fs->backing (put at release) */
     char *rel;       /* input path at open time (for prefetch on release) */
     struct stat ist; /* upscaled/: the input's attributes at open time */
 };
@@ -556,6 +557,24 @@ hc_create(const char *path, mode_t mode, struct fuse_file_info *fi)
     return 0;
 }
 
+/* The name of the cache file open as fd (its cache key and extension), "" when unknown:
+ * two outputs with one name have the same bytes. */
+static void
+out_name(int fd, char *buf, size_t len)
+{
+    char p[64], target[PATH_MAX];
+    buf[0] = 0;
+    hc_platform_fd_path(fd, p, sizeof(p));
+    ssize_t n = readlink(p, target, sizeof(target) - 1);
+    if (n <= 0)
+        return;
+    target[n] = 0;
+    char *del = strstr(target, " (deleted)");
+    if (del && del[10] == 0)
+        *del = 0; /* evicted since: still the same bytes */
+    snprintf(buf, len, "%s", base_name(target));
+}
+
 static int
 open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
 {
@@ -587,11 +606,14 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
     /* A done output is a plain file: with passthrough the kernel reads it itself, from the
      * cache file's page cache, and no read comes here. */
     if (fs->backing) {
-        int id = hc_backing_get(fs->backing, rel, fd, stop_waiting, fs, fs->timeout_s);
+        char name[PATH_MAX];
+        out_name(fd, name, sizeof(name));
+        int id = hc_backing_get(fs->backing, rel, fd, name, stop_waiting, fs, fs->timeout_s);
         if (id < 0) {
             handle_free(h);
             return id == -EINTR && !fuse_interrupted() ? -EIO : id;
         }
+        h->backing_ref = 1;
         h->backing_id = id;
         if (id > 0)
             hc_platform_set_backing_id(fi, id);
@@ -725,8 +747,8 @@ hc_release(const char *path, struct fuse_file_info *fi)
             maybe_prefetch(fs, h->rel);
         }
     }
-    if (h->backing_id > 0)
-        hc_backing_put(fs->backing, h->backing_id);
+    if (h->backing_ref)
+        hc_backing_put(fs->backing, h->rel);
     handle_free(h);
     return 0;
 }
@@ -967,7 +989,7 @@ hc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
     cfg->kernel_cache = 0;
     cfg->auto_cache = 0;
     cfg->use_ino = 0;
-#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17)
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 17) && !defined(__APPLE__)
     /* From libfuse 3.17 the high-level library refuses the kernel's INTERRUPT requests
      * unless intr is set, and a reader waiting in open() could then not be interrupted
      * (fs_signals). With it, libfuse also signals the worker (an empty handler): blocking

@@ -104,6 +104,24 @@ def case_passthrough():
 
 # --------------------------------------------------------------------------- upscaled/
 
+def passthrough_expected():
+    """Whether hcfs must get FUSE passthrough here: built with libfuse >= 3.16, running as
+    root, on a kernel whose configuration says CONFIG_FUSE_PASSTHROUGH=y."""
+    import gzip
+    import re
+
+    import fs_lib
+    r = subprocess.run([fs_lib.HCFS, "--version"], capture_output=True, text=True)
+    v = re.search(r"libfuse (\d+)\.(\d+)", r.stdout + r.stderr)
+    if not v or (int(v.group(1)), int(v.group(2))) < (3, 16) or os.geteuid() != 0:
+        return False
+    try:
+        with gzip.open("/proc/config.gz", "rt") as f:
+            return "CONFIG_FUSE_PASSTHROUGH=y" in f.read()
+    except OSError:
+        return False  # configuration unknown
+
+
 def case_kernel_passthrough():
     """FUSE passthrough (where the kernel and libfuse offer it and hcfs may use it): a done
     output is read by the kernel from the cache file, every open of one path shares one
@@ -115,15 +133,39 @@ def case_kernel_passthrough():
     v2 = make_image(os.path.join(w, "v2.png"), 200, 160, 92)
     ref1 = hc_upscale(v1, os.path.join(w, "ref1.png"))
     ref2 = hc_upscale(v2, os.path.join(w, "ref2.png"))
-    m = Mount(w, "noprefetch,timeout=30")
+    m = Mount(w, "noprefetch")  # the default timeout: a waiting open must not give up early
     lg = m.log()
     on = "FUSE passthrough on" in lg
     log("passthrough: %s" % ("on" if on else "off: " + lg.strip().splitlines()[-1]))
+    if passthrough_expected():
+        check(on, "hcfs (libfuse >= 3.16, root, a kernel with FUSE passthrough) did not get "
+              "passthrough:\n%s" % lg)
     x = os.path.join(m.up, "x.png")
     subprocess.run(["cp", v1, os.path.join(m.input, "x.png")], check=True)
     rc, data, err = read_with_timeout(x, 60)
     check(rc == 0 and data == ref1, "first read: rc %d, %d bytes vs %d %s" %
           (rc, len(data), len(ref1), err))
+    if on:
+        # The kernel reads the cache file itself: with hcfs stopped and the FUSE file's
+        # pages dropped, a read still completes (through hcfs it would wait for SIGCONT).
+        fd = os.open(x, os.O_RDONLY)
+        done = {}
+
+        def stopped_read():
+            done["data"] = os.pread(fd, len(ref1) + 1, 0)
+
+        os.kill(m.proc.pid, signal.SIGSTOP)
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+            t = threading.Thread(target=stopped_read)
+            t.start()
+            t.join(5)
+            check(not t.is_alive(), "a read with hcfs stopped did not finish: not passthrough")
+        finally:
+            os.kill(m.proc.pid, signal.SIGCONT)
+        t.join(30)
+        os.close(fd)
+        check(done.get("data") == ref1, "the read with hcfs stopped got v1")
     # several opens at once share the backing file (a second one would be refused: EBUSY)
     fds = [os.open(x, os.O_RDONLY) for _ in range(4)]
     for fd in fds:
