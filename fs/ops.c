@@ -622,8 +622,9 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
      * before; the first open of a new output drops them. Not with passthrough, where the
      * FUSE inode caches nothing and the kernel fails the open (EIO) when FOPEN_KEEP_CACHE
      * comes with FOPEN_PASSTHROUGH (fs/fuse/iomode.c allows only DIRECT_IO,
-     * PARALLEL_DIRECT_WRITES and NOFLUSH with it). The price: without keep_cache the kernel
-     * drops the inode's attributes at each open, so an fstat() after it is a GETATTR. */
+     * PARALLEL_DIRECT_WRITES and NOFLUSH with it). (A passthrough read marks the FUSE
+     * inode's atime stale, so the next stat() of the file is a GETATTR: the one round trip
+     * passthrough adds.) */
     fi->keep_cache = keep && h->backing_id == 0 ? 1 : 0;
     fi->direct_io = 0;
 #if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 11)
