@@ -166,6 +166,19 @@ def case_kernel_passthrough():
         t.join(30)
         os.close(fd)
         check(done.get("data") == ref1, "the read with hcfs stopped got v1")
+    # the output evicted and made again while a reader holds it: same cache key, same
+    # bytes, so the new open shares the old registration instead of waiting for the reader
+    held = os.open(x, os.O_RDONLY)
+    outs = [os.path.join(dp, f) for dp, _, fn in os.walk(os.path.join(m.cache, "out"))
+            for f in fn if f.endswith(".png")]
+    check(len(outs) == 1, "one cached output: %s" % outs)
+    os.remove(outs[0])
+    t0 = time.time()
+    rc, data, err = read_with_timeout(x, 60)
+    check(rc == 0 and data == ref1, "read after eviction: rc %d %s" % (rc, err))
+    check(time.time() - t0 < 20, "the recomputed output did not wait for the old reader")
+    check(os.pread(held, len(ref1) + 1, 0) == ref1, "the old reader still reads v1")
+    os.close(held)
     # several opens at once share the backing file (a second one would be refused: EBUSY)
     fds = [os.open(x, os.O_RDONLY) for _ in range(4)]
     for fd in fds:
