@@ -134,11 +134,11 @@ same_version(const struct entry *e, const struct stat *st, const char *name)
 
 int
 hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *name, int (*stop)(void *),
-               void *arg, int timeout_s)
+               int (*holds)(void *, const char *), void *arg, int timeout_s)
 {
     struct stat st;
     struct timespec deadline;
-    int r;
+    int r, asked = 0;
 
     if (fstat(fd, &st) < 0)
         return -errno;
@@ -168,6 +168,19 @@ hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *name, 
         }
         struct timespec now, slice;
         clock_gettime(CLOCK_REALTIME, &now);
+        if (!asked && holds) {
+            asked = 1;
+            /* Asked without the lock: it reads /proc, and the entry may go meanwhile
+             * (the loop looks again). */
+            pthread_mutex_unlock(&b->lock);
+            int self = holds(arg, rel);
+            pthread_mutex_lock(&b->lock);
+            if (self && deadline.tv_sec > now.tv_sec + 2) {
+                deadline = now;
+                deadline.tv_sec += 2;
+            }
+            continue;
+        }
         if (now.tv_sec > deadline.tv_sec ||
             (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec)) {
             r = -EBUSY;

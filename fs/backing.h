@@ -28,7 +28,9 @@ struct hc_backing *hc_backing_new(int (*open_id)(int fd), void (*close_id)(int i
 void hc_backing_free(struct hc_backing *b);
 
 /* The id for an open of rel that reads descriptor fd, whose file is named name in the
- * cache (its cache key: same name, same bytes):
+ * cache (its cache key: same name, same bytes). holds(arg, rel), when given, says whether
+ * the opening process itself holds an older version open: then it would wait for itself,
+ * and the wait is cut to 2 s.
  *  > 0: set it as the open's backing id;
  *  0: open without passthrough (it is off: a registration was refused for good, no
  *     CAP_SYS_ADMIN; or this path's current opens are without it after a passing
@@ -37,7 +39,8 @@ void hc_backing_free(struct hc_backing *b);
  *  -EINTR: stop(arg) said so while waiting.
  * Every call that returned >= 0 is matched by one hc_backing_put(b, rel). */
 int hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *name,
-                   int (*stop)(void *), void *arg, int timeout_s);
+                   int (*stop)(void *), int (*holds)(void *, const char *), void *arg,
+                   int timeout_s);
 void hc_backing_put(struct hc_backing *b, const char *rel);
 
 /* 1 while passthrough is on for new paths. */

@@ -52,6 +52,7 @@ struct hcfs {
     struct fuse *fuse;
     struct timespec mounted_at;
     struct hc_backing *backing; /* FUSE passthrough ids (backing.h); NULL without it */
+    char mountpoint[PATH_MAX];  /* absolute, "" when unknown */
 };
 
 /* The FUSE operations; fuse_get_context()->private_data is the struct hcfs. */

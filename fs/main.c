@@ -394,6 +394,7 @@ main(int argc, char *argv[])
     {
         char mp[PATH_MAX];
         if (realpath(co.mountpoint, mp)) {
+            snprintf(fs.mountpoint, sizeof(fs.mountpoint), "%s", mp);
             size_t n = strlen(mp);
             const char *dirs[2] = {fs.data, fs.cache};
             for (int i = 0; i < 2; i++) {

@@ -575,6 +575,38 @@ out_name(int fd, char *buf, size_t len)
     snprintf(buf, len, "%s", base_name(target));
 }
 
+/* Does the process opening upscaled/<rel> hold it open already (an older version, with
+ * passthrough)? Its descriptors in /proc name the mount's path; the calling thread's
+ * /proc/<tid>/fd is its process's table. Asked only when an open has to wait. */
+static int
+caller_holds(void *ctx, const char *rel)
+{
+    struct hcfs *fs = ctx;
+    char want[PATH_MAX], dir[64], link[PATH_MAX + 80], got[PATH_MAX];
+    int pid = (int)fuse_get_context()->pid, found = 0;
+
+    if (!fs->mountpoint[0] || pid <= 0 ||
+        (size_t)snprintf(want, sizeof(want), "%s/upscaled/%s", fs->mountpoint, rel) >= sizeof(want))
+        return 0;
+    snprintf(dir, sizeof(dir), "/proc/%d/fd", pid);
+    DIR *d = opendir(dir);
+    if (!d)
+        return 0;
+    struct dirent *e;
+    while (!found && (e = readdir(d)) != NULL) {
+        if (e->d_name[0] == '.')
+            continue;
+        snprintf(link, sizeof(link), "%s/%s", dir, e->d_name);
+        ssize_t n = readlink(link, got, sizeof(got) - 1);
+        if (n > 0) {
+            got[n] = 0;
+            found = strcmp(got, want) == 0;
+        }
+    }
+    closedir(d);
+    return found;
+}
+
 static int
 open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
 {
@@ -608,7 +640,8 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
     if (fs->backing) {
         char name[PATH_MAX];
         out_name(fd, name, sizeof(name));
-        int id = hc_backing_get(fs->backing, rel, fd, name, stop_waiting, fs, fs->timeout_s);
+        int id = hc_backing_get(fs->backing, rel, fd, name, stop_waiting, caller_holds, fs,
+                                fs->timeout_s);
         if (id < 0) {
             handle_free(h);
             return id == -EINTR && !fuse_interrupted() ? -EIO : id;

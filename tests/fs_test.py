@@ -6,6 +6,7 @@ Every case mounts hcfs in a fresh temporary directory and unmounts it whatever h
 OpenCV's cv2.resize INTER_CUBIC for pixels, Pillow and ImageMagick as readers, the service's
 /metrics counters (hc_tiles_total, hc_bytes_in_total) for "how many jobs / requests".
 """
+import errno
 import hashlib
 import os
 import signal
@@ -209,6 +210,24 @@ def case_kernel_passthrough():
           (rc, len(data), len(ref2), err))
     rc, data, err = read_with_timeout(x, 60)
     check(rc == 0 and data == ref2, "read again: rc %d" % rc)
+    if on:
+        # A process that holds the older version and opens the newer one would wait for
+        # itself: EBUSY after 2 s instead of the mount's timeout (60 s).
+        held = os.open(x, os.O_RDONLY)
+        subprocess.run(["cp", v1, tmp], check=True)
+        os.rename(tmp, os.path.join(m.input, "x.png"))
+        t0 = time.time()
+        try:
+            os.close(os.open(x, os.O_RDONLY))
+            got = 0
+        except OSError as e:
+            got = e.errno
+        took = time.time() - t0
+        check(got == errno.EBUSY and took < 15,
+              "the holder's own open: errno %s after %.1f s" % (got, took))
+        os.close(held)
+        rc, data, err = read_with_timeout(x, 60)
+        check(rc == 0 and data == ref1, "after the holder closed: v1 again, rc %d" % rc)
     check("passthrough refused" not in m.log() or not on,
           "passthrough was offered and then refused:\n%s" % m.log())
     check(m.unmount() == 0, "clean exit")
