@@ -116,6 +116,10 @@ def passthrough_expected():
     v = re.search(r"libfuse (\d+)\.(\d+)", r.stdout + r.stderr)
     if not v or (int(v.group(1)), int(v.group(2))) < (3, 16) or os.geteuid() != 0:
         return False
+    # registering a backing file needs CAP_SYS_ADMIN (bit 21), which a container may drop
+    for line in open("/proc/self/status"):
+        if line.startswith("CapEff:") and not int(line.split()[1], 16) & (1 << 21):
+            return False
     try:
         with gzip.open("/proc/config.gz", "rt") as f:
             return "CONFIG_FUSE_PASSTHROUGH=y" in f.read()
@@ -146,6 +150,10 @@ def case_kernel_passthrough():
     rc, data, err = read_with_timeout(x, 60)
     check(rc == 0 and data == ref1, "first read: rc %d, %d bytes vs %d %s" %
           (rc, len(data), len(ref1), err))
+    if on and "passthrough refused" in m.log():
+        check(not passthrough_expected(), "passthrough refused:\n%s" % m.log())
+        on = False  # offered, but this process may not use it: reads go through hcfs
+        log("passthrough refused: the rest runs without it")
     if on:
         # The kernel reads the cache file itself: with hcfs stopped and the FUSE file's
         # pages dropped, a read still completes (through hcfs it would wait for SIGCONT).
@@ -228,8 +236,6 @@ def case_kernel_passthrough():
         os.close(held)
         rc, data, err = read_with_timeout(x, 60)
         check(rc == 0 and data == ref1, "after the holder closed: v1 again, rc %d" % rc)
-    check("passthrough refused" not in m.log() or not on,
-          "passthrough was offered and then refused:\n%s" % m.log())
     check(m.unmount() == 0, "clean exit")
 
 
