@@ -390,6 +390,25 @@ def raw(svc, data, shut_wr=False, timeout=15):
     return got, time.monotonic() - t0
 
 
+def two_answers(svc, data, what):
+    """Sends two requests on one fresh connection and reads until both answers are in
+    (the second, JSON, ends with '}') or the service closes; a reset fails the test."""
+    s = socket.create_connection(("127.0.0.1", svc.port), timeout=20)
+    got = b""
+    try:
+        s.sendall(data)
+        while got.count(b"HTTP/1.1 ") < 2 or not got.rstrip().endswith(b"}"):
+            b = s.recv(65536)
+            if not b:
+                break
+            got += b
+    except (ConnectionResetError, BrokenPipeError) as e:
+        fail("%s: connection reset (%s) instead of an answer" % (what, e))
+    finally:
+        s.close()
+    return got
+
+
 def t_lying():
     """Content-Length that lies, both ways: a 4xx or a cut connection, never a hang."""
     svc = start("--conn-timeout", "2", "--request-timeout", "4")
@@ -588,37 +607,17 @@ def t_token():
     # A refused client that sends its whole body before reading (as nginx does, unbuffered)
     # reads the 401, not a reset, and can go on on the same connection: the service drains
     # the body instead of closing on unread bytes (which made nginx answer 502).
+    healthz = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
     big = bytes(8 << 20)
     for i in range(3):
-        s = socket.create_connection(("127.0.0.1", svc.port), timeout=20)
         head = ("POST /v1/upscale HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong\r\n"
                 "Content-Length: %d\r\n\r\n" % len(big)).encode()
-        try:
-            s.sendall(head + big)
-            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-            got = b""
-            while got.count(b"HTTP/1.1 ") < 2 or not got.rstrip().endswith(b"}"):
-                b = s.recv(65536)
-                if not b:
-                    break
-                got += b
-        except (ConnectionResetError, BrokenPipeError) as e:
-            fail("refused 8 MiB body: connection reset (%s) instead of a 401" % e)
-        finally:
-            s.close()
+        got = two_answers(svc, head + big + healthz, "refused 8 MiB body")
         check(got.startswith(b"HTTP/1.1 401") and b"HTTP/1.1 200" in got,
               "refused 8 MiB body, then /healthz on the same connection: %r" % got[:300])
     # ... an empty body likewise keeps the connection for the next request
-    s = socket.create_connection(("127.0.0.1", svc.port), timeout=20)
-    s.sendall(b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
-              b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
-    got = b""
-    while got.count(b"HTTP/1.1 ") < 2 or not got.rstrip().endswith(b"}"):
-        b = s.recv(65536)
-        if not b:
-            break
-        got += b
-    s.close()
+    got = two_answers(svc, b"POST /v1/upscale HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n"
+                      + healthz, "empty body")
     check(got.startswith(b"HTTP/1.1 401") and b"HTTP/1.1 200" in got,
           "empty body refused, then /healthz on the same connection: %r" % got[:300])
     # Two Content-Lengths that disagree are refused and the connection closed before the
