@@ -559,20 +559,22 @@ template <typename T, int CN, int S> struct phase_ctx {
     bool valid[S], fast;
 };
 
+/* Vertical weight k of x2 output row phase q: OpenCV's SIMD formula takes the u8 Q11
+ * weights over 2^22 (exact), the float ones for u16. */
+template <typename T>
+__device__ __forceinline__ float
+x2_yb(int q, int k)
+{
+    return sizeof(T) == 1 ? (float)x2_q11(q, k) * (1.0f / 4194304.0f) : x2_coeff(q, k);
+}
+
 /* The vertical weights of local row r (phase q): constants at x2, else the block's table. */
 template <typename T, int CN, int S>
 __device__ __forceinline__ float4
 phase_yb(const phase_ctx<T, CN, S> &x, int r, int q)
 {
-    if (S == 2) {
-        /* u8: OpenCV's SIMD formula takes the Q11 weights over 2^22 (exact) */
-        if (sizeof(T) == 1)
-            return make_float4((float)x2_q11(q, 0) * (1.0f / 4194304.0f),
-                               (float)x2_q11(q, 1) * (1.0f / 4194304.0f),
-                               (float)x2_q11(q, 2) * (1.0f / 4194304.0f),
-                               (float)x2_q11(q, 3) * (1.0f / 4194304.0f));
-        return make_float4(x2_coeff(q, 0), x2_coeff(q, 1), x2_coeff(q, 2), x2_coeff(q, 3));
-    }
+    if (S == 2)
+        return make_float4(x2_yb<T>(q, 0), x2_yb<T>(q, 1), x2_yb<T>(q, 2), x2_yb<T>(q, 3));
     return *(const float4 *)x.yb[r];
 }
 
@@ -643,34 +645,13 @@ template <typename T, int CN>
 __device__ __forceinline__ void
 x2_hrow(float (&hs)[2][CN], const T *row)
 {
-#pragma unroll
-    for (int c = 0; c < CN; c++) {
-        int v[5];
-#pragma unroll
-        for (int j = 0; j < 5; j++)
-            v[j] = row[j * CN + c];
-#pragma unroll
-        for (int q = 0; q < 2; q++) {
-            if (sizeof(T) == 1) {
-                hs[q][c] = (float)(x2_q11(q, 0) * v[q] + x2_q11(q, 1) * v[q + 1] +
-                                   x2_q11(q, 2) * v[q + 2] + x2_q11(q, 3) * v[q + 3]);
-            } else {
-                float f = (float)v[q] * x2_coeff(q, 0);
-                f = f + (float)v[q + 1] * x2_coeff(q, 1);
-                f = f + (float)v[q + 2] * x2_coeff(q, 2);
-                f = f + (float)v[q + 3] * x2_coeff(q, 3);
-                hs[q][c] = f;
-            }
-        }
-    }
-}
-
-/* Vertical weight k of output row phase q, as phase_yb gives it. */
-template <typename T>
-__device__ __forceinline__ float
-x2_yb(int q, int k)
-{
-    return sizeof(T) == 1 ? (float)x2_q11(q, k) * (1.0f / 4194304.0f) : x2_coeff(q, k);
+    /* phase_hrow with the window side by side and x2's weights, all constants */
+    const int col[5] = {0, CN, 2 * CN, 3 * CN, 4 * CN};
+    const int ia[2][4] = {{x2_q11(0, 0), x2_q11(0, 1), x2_q11(0, 2), x2_q11(0, 3)},
+                          {x2_q11(1, 0), x2_q11(1, 1), x2_q11(1, 2), x2_q11(1, 3)}};
+    const float w[2][4] = {{x2_coeff(0, 0), x2_coeff(0, 1), x2_coeff(0, 2), x2_coeff(0, 3)},
+                           {x2_coeff(1, 0), x2_coeff(1, 1), x2_coeff(1, 2), x2_coeff(1, 3)}};
+    phase_hrow<T, CN, 2>(hs, row, col, ia, w);
 }
 
 /* One output row of phase Q from source rows h0..h3 (k-2..k+1 for Q = 0, k-1..k+2 for
