@@ -217,12 +217,3 @@ hc_backing_put(struct hc_backing *b, const char *rel)
     }
     pthread_mutex_unlock(&b->lock);
 }
-
-int
-hc_backing_enabled(struct hc_backing *b)
-{
-    pthread_mutex_lock(&b->lock);
-    int on = b->enabled;
-    pthread_mutex_unlock(&b->lock);
-    return on;
-}

@@ -43,9 +43,6 @@ int hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *na
                    int timeout_s);
 void hc_backing_put(struct hc_backing *b, const char *rel);
 
-/* 1 while passthrough is on for new paths. */
-int hc_backing_enabled(struct hc_backing *b);
-
 #ifdef __cplusplus
 }
 #endif
