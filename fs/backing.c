@@ -1,13 +1,16 @@
-/* backing.c: see backing.h. A short list: it holds only the paths open right now. */
+/* backing.c: see backing.h. A short list: it holds the paths open right now and, for a
+ * moment after, the ones just closed. */
 #include "backing.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <unistd.h>
 
 struct entry {
     struct entry *next;
@@ -15,39 +18,95 @@ struct entry {
     char *name; /* the cache file's name: one version of rel's output */
     dev_t dev;
     ino_t ino;
-    int id; /* 0: this path's opens go without passthrough */
-    int refs;
+    int id;   /* 0: this path's opens go without passthrough */
+    int fd;   /* the registered file (id > 0), for the opens that reuse the id; else -1 */
+    int refs; /* 0: lingering since idle_since, until the reaper or another version ends it */
+    struct timespec idle_since;
 };
 
 struct hc_backing {
     pthread_mutex_t lock;
-    pthread_cond_t freed;
+    pthread_cond_t freed; /* an entry lost its last open: a newer version may go on */
+    pthread_cond_t work;  /* for the reaper: an entry started lingering, or stop */
     struct entry *list;
-    int (*open_id)(int fd);
-    void (*close_id)(int id);
+    int (*open_id)(void *ctx, int fd);
+    void (*close_id)(void *ctx, int id);
+    void *ctx;
     int enabled;
+    int linger_ms;
+    int reaper_on, stopping;
+    int reaper_asleep; /* waiting with no deadline: nothing lingers */
+    pthread_t reaper;
 };
 
+static void *reaper_main(void *arg);
+
 struct hc_backing *
-hc_backing_new(int (*open_id)(int fd), void (*close_id)(int id))
+hc_backing_new(int (*open_id)(void *ctx, int fd), void (*close_id)(void *ctx, int id), void *ctx,
+               int linger_ms)
 {
     struct hc_backing *b = calloc(1, sizeof(*b));
     if (!b)
         return NULL;
     pthread_mutex_init(&b->lock, NULL);
     pthread_cond_init(&b->freed, NULL);
+    pthread_cond_init(&b->work, NULL);
     b->open_id = open_id;
     b->close_id = close_id;
+    b->ctx = ctx;
     b->enabled = 1;
+    b->linger_ms = linger_ms > 0 ? linger_ms : 0;
+    if (b->linger_ms && pthread_create(&b->reaper, NULL, reaper_main, b) == 0)
+        b->reaper_on = 1;
+    else
+        b->linger_ms = 0; /* no reaper: nothing may linger */
     return b;
 }
 
 static void
 entry_free(struct entry *e)
 {
+    if (e->fd >= 0)
+        close(e->fd);
     free(e->rel);
     free(e->name);
     free(e);
+}
+
+/* Unlinks *pe and gives its id back to the kernel (b->lock held). */
+static void
+entry_end(struct hc_backing *b, struct entry **pe)
+{
+    struct entry *e = *pe;
+    *pe = e->next;
+    if (e->id > 0)
+        b->close_id(b->ctx, e->id);
+    entry_free(e);
+}
+
+/* Ends the reaper and every lingering entry; entries still open stay until their put. */
+void
+hc_backing_stop(struct hc_backing *b)
+{
+    if (!b)
+        return;
+    pthread_mutex_lock(&b->lock);
+    b->stopping = 1;
+    pthread_cond_broadcast(&b->work);
+    pthread_mutex_unlock(&b->lock);
+    if (b->reaper_on)
+        pthread_join(b->reaper, NULL);
+    b->reaper_on = 0;
+    pthread_mutex_lock(&b->lock);
+    b->linger_ms = 0;
+    for (struct entry **pe = &b->list; *pe;) {
+        if ((*pe)->refs == 0)
+            entry_end(b, pe);
+        else
+            pe = &(*pe)->next;
+    }
+    pthread_cond_broadcast(&b->freed);
+    pthread_mutex_unlock(&b->lock);
 }
 
 void
@@ -55,22 +114,85 @@ hc_backing_free(struct hc_backing *b)
 {
     if (!b)
         return;
+    if (b->reaper_on) {
+        pthread_mutex_lock(&b->lock);
+        b->stopping = 1;
+        pthread_cond_broadcast(&b->work);
+        pthread_mutex_unlock(&b->lock);
+        pthread_join(b->reaper, NULL);
+    }
     while (b->list) {
         struct entry *e = b->list;
         b->list = e->next;
-        entry_free(e);
+        entry_free(e); /* the ids died with the FUSE connection */
     }
+    pthread_cond_destroy(&b->work);
     pthread_cond_destroy(&b->freed);
     pthread_mutex_destroy(&b->lock);
     free(b);
 }
 
+static struct entry **
+find_link(struct hc_backing *b, const char *rel)
+{
+    struct entry **pe = &b->list;
+    while (*pe && strcmp((*pe)->rel, rel))
+        pe = &(*pe)->next;
+    return pe;
+}
+
 static struct entry *
 find(struct hc_backing *b, const char *rel)
 {
-    for (struct entry *e = b->list; e; e = e->next)
-        if (!strcmp(e->rel, rel))
-            return e;
+    return *find_link(b, rel);
+}
+
+/* Milliseconds from a to b. */
+static long long
+ms_between(const struct timespec *a, const struct timespec *b)
+{
+    return (long long)(b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
+}
+
+/* Gives back the ids of the entries that lingered long enough, then sleeps until the next
+ * one is due. A clock set back ends them at once rather than late. */
+static void *
+reaper_main(void *arg)
+{
+    struct hc_backing *b = arg;
+    pthread_mutex_lock(&b->lock);
+    while (!b->stopping) {
+        struct timespec now;
+        long long next = -1;
+        clock_gettime(CLOCK_REALTIME, &now);
+        for (struct entry **pe = &b->list; *pe;) {
+            struct entry *e = *pe;
+            long long idle = e->refs == 0 ? ms_between(&e->idle_since, &now) : -1;
+            if (e->refs == 0 && (idle >= b->linger_ms || idle < 0)) {
+                entry_end(b, pe);
+                continue;
+            }
+            if (e->refs == 0 && (next < 0 || b->linger_ms - idle < next))
+                next = b->linger_ms - idle;
+            pe = &e->next;
+        }
+        if (next < 0) {
+            b->reaper_asleep = 1;
+            pthread_cond_wait(&b->work, &b->lock);
+            b->reaper_asleep = 0;
+            continue;
+        }
+        struct timespec until = now;
+        next += 1;
+        until.tv_sec += next / 1000;
+        until.tv_nsec += (next % 1000) * 1000000L;
+        if (until.tv_nsec >= 1000000000L) {
+            until.tv_sec++;
+            until.tv_nsec -= 1000000000L;
+        }
+        (void)pthread_cond_timedwait(&b->work, &b->lock, &until);
+    }
+    pthread_mutex_unlock(&b->lock);
     return NULL;
 }
 
@@ -89,7 +211,7 @@ add(struct hc_backing *b, const char *rel, int fd, const char *name, const struc
 {
     int id = 0;
     if (b->enabled) {
-        id = b->open_id(fd);
+        id = b->open_id(b->ctx, fd);
         if (id <= 0) {
             int err = id < 0 ? -id : EIO;
             if (refused_for_good(err)) {
@@ -104,14 +226,19 @@ add(struct hc_backing *b, const char *rel, int fd, const char *name, const struc
         return 0; /* nothing to share: every open of every new path goes without */
     struct entry *e = calloc(1, sizeof(*e));
     if (e) {
+        e->fd = -1;
         e->rel = strdup(rel);
         e->name = strdup(name ? name : "");
+        /* Its own descriptor: later opens of this version take a duplicate instead of
+         * opening the cache file and registering it again. */
+        if (id > 0 && b->linger_ms)
+            e->fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
     }
     if (!e || !e->rel || !e->name) {
         if (e)
             entry_free(e);
         if (id > 0)
-            b->close_id(id);
+            b->close_id(b->ctx, id);
         return -ENOMEM;
     }
     e->dev = st->st_dev;
@@ -123,6 +250,15 @@ add(struct hc_backing *b, const char *rel, int fd, const char *name, const struc
     return id;
 }
 
+/* Was e's file removed from the cache since (evicted)? A lingering registration of it is
+ * not reused: the file's blocks should go, and the job that made it runs again. */
+static int
+gone(const struct entry *e)
+{
+    struct stat st;
+    return e->fd >= 0 && fstat(e->fd, &st) == 0 && st.st_nlink == 0;
+}
+
 /* Can this open share e? Without a backing file (id 0) any version can: the kernel only
  * minds mixing passthrough and caching opens. */
 static int
@@ -130,6 +266,26 @@ same_version(const struct entry *e, const struct stat *st, const char *name)
 {
     return e->id == 0 || (e->dev == st->st_dev && e->ino == st->st_ino) ||
            (name && *name && !strcmp(e->name, name));
+}
+
+int
+hc_backing_reuse(struct hc_backing *b, const char *rel, const char *name, int *fd)
+{
+    int id = 0;
+    if (!name || !*name)
+        return 0;
+    pthread_mutex_lock(&b->lock);
+    struct entry *e = find(b, rel);
+    if (e && e->id > 0 && e->fd >= 0 && !strcmp(e->name, name) && !gone(e)) {
+        int nfd = fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
+        if (nfd >= 0) {
+            e->refs++;
+            *fd = nfd;
+            id = e->id;
+        }
+    }
+    pthread_mutex_unlock(&b->lock);
+    return id;
 }
 
 int
@@ -148,11 +304,16 @@ hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *name, 
     for (;;) {
         /* The path's current opens decide first, whatever became of passthrough since:
          * an inode with a backing file accepts only opens naming it. */
-        struct entry *e = find(b, rel);
-        if (e && same_version(e, &st, name)) {
+        struct entry **pe = find_link(b, rel);
+        struct entry *e = *pe;
+        if (e && same_version(e, &st, name) && !(e->refs == 0 && gone(e))) {
             e->refs++;
             r = e->id;
             break;
+        }
+        if (e && e->refs == 0) {
+            entry_end(b, pe); /* an older version that only lingered: no reader to wait for */
+            e = NULL;
         }
         if (!e) {
             r = add(b, rel, fd, name, &st);
@@ -207,10 +368,15 @@ hc_backing_put(struct hc_backing *b, const char *rel)
         if (strcmp(e->rel, rel))
             continue;
         if (--e->refs == 0) {
-            *pe = e->next;
-            if (e->id > 0)
-                b->close_id(e->id);
-            entry_free(e);
+            if (e->id > 0 && e->fd >= 0 && b->linger_ms && !b->stopping) {
+                clock_gettime(CLOCK_REALTIME, &e->idle_since);
+                /* A reaper already waiting for an earlier deadline looks again then: this
+                 * entry's is later. Waking it on every close would cost a switch each. */
+                if (b->reaper_asleep)
+                    pthread_cond_signal(&b->work);
+            } else {
+                entry_end(b, pe);
+            }
             pthread_cond_broadcast(&b->freed);
         }
         break;

@@ -10,6 +10,14 @@
  * recomputed output with the same cache key (evicted, then made again) has the same bytes
  * and shares the old registration instead of waiting.
  *
+ * A registration outlives its last open by linger_ms: a program that opens the same file
+ * again and again (a viewer's probe and then its read, a loop) then finds it ready, and the
+ * open costs one lstat in hcfs instead of opening the cache file and registering it again.
+ * A reaper thread gives the id back when the time is up; a newer version replaces a
+ * lingering older one at once (nobody reads it). A lingering entry holds its cache file
+ * open, so an evicted file's blocks are freed at most linger_ms late; it is not reused once
+ * the file is gone from the cache (the next open runs the job again, as without it).
+ *
  * Thread safety: every function may be called from any thread.
  */
 #ifndef HC_FS_BACKING_H
@@ -21,11 +29,23 @@ extern "C" {
 
 struct hc_backing;
 
-/* open_id registers a descriptor with the kernel and returns its id (> 0) or -errno;
- * close_id releases one (hc_platform_passthrough_open / _close in hcfs). */
-struct hc_backing *hc_backing_new(int (*open_id)(int fd), void (*close_id)(int id));
+/* open_id(ctx, fd) registers a descriptor with the kernel and returns its id (> 0) or
+ * -errno; close_id(ctx, id) releases one (hc_platform_passthrough_open / _close in hcfs).
+ * close_id is also called from the reaper thread. linger_ms 0: an id goes with its last
+ * open. */
+struct hc_backing *hc_backing_new(int (*open_id)(void *ctx, int fd),
+                                  void (*close_id)(void *ctx, int id), void *ctx, int linger_ms);
+/* Stops the reaper and gives back every lingering id now, while the FUSE connection is
+ * still open (before unmount); later puts give ids back at once. */
+void hc_backing_stop(struct hc_backing *b);
 /* Frees the table; the ids die with the FUSE connection (no ioctl after unmount). */
 void hc_backing_free(struct hc_backing *b);
+
+/* The quick way in: when rel's registration (open or lingering) is the output named name,
+ * takes a share of it, sets *fd to a new descriptor of that file and returns its id (> 0);
+ * else returns 0 and the caller opens the file and asks hc_backing_get. A share taken here
+ * is matched by one hc_backing_put too. */
+int hc_backing_reuse(struct hc_backing *b, const char *rel, const char *name, int *fd);
 
 /* The id for an open of rel that reads descriptor fd, whose file is named name in the
  * cache (its cache key: same name, same bytes). holds(arg, rel), when given, says whether

@@ -52,6 +52,7 @@ struct hcfs {
     struct fuse *fuse;
     struct timespec mounted_at;
     struct hc_backing *backing; /* FUSE passthrough ids (backing.h); NULL without it */
+    int session_fd;             /* /dev/fuse, for the passthrough ioctls; -1 unknown */
     char mountpoint[PATH_MAX];  /* absolute, "" when unknown */
 };
 

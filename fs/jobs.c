@@ -385,6 +385,24 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
     return -EIO;
 }
 
+int
+hc_jobs_done_name(struct hc_jobs *j, const char *rel, const struct stat *st, char *name, size_t len)
+{
+    struct sig s;
+    int r = -ENOENT;
+    sig_of(st, &s);
+    pthread_mutex_lock(&j->lock);
+    struct job *jb = table_get_locked(j, rel);
+    if (jb && sig_eq(&jb->sig, &s) && jb->state == HC_JOB_DONE && jb->out_path) {
+        const char *b = strrchr(jb->out_path, '/');
+        b = b ? b + 1 : jb->out_path;
+        if ((size_t)snprintf(name, len, "%s", b) < len)
+            r = 0;
+    }
+    pthread_mutex_unlock(&j->lock);
+    return r;
+}
+
 void
 hc_jobs_status(struct hc_jobs *j, const char *rel, const struct stat *st, struct hc_job_status *s)
 {

@@ -80,6 +80,12 @@ int hc_jobs_prefetch(struct hc_jobs *j, const char *rel);
 int hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), void *stop_ctx,
                         int *fd, uint64_t *size, int *keep_cache, char *err, size_t errlen);
 
+/* Never waits: when the version of rel whose lstat is st has a finished job, copies its
+ * output's file name in the cache (its cache key and extension) into name and returns 0;
+ * else -ENOENT. The file itself may have been evicted since. */
+int hc_jobs_done_name(struct hc_jobs *j, const char *rel, const struct stat *st, char *name,
+                      size_t len);
+
 enum hc_job_state {
     HC_JOB_NONE = 0, /* no job for this version of the file yet */
     HC_JOB_QUEUED,

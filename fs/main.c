@@ -463,6 +463,8 @@ main(int argc, char *argv[])
      * way to stop a daemon, so they end in status 0 like fusermount3 -u does. */
     ret = (ret == 0 || ret == SIGTERM || ret == SIGINT || ret == SIGHUP) ? 0 : 1;
     fprintf(stderr, "info hcfs: unmounting\n");
+    /* Lingering passthrough ids go back while /dev/fuse is still open. */
+    hc_backing_stop(fs.backing);
 
 out:
     /* The loop has ended: no reader waits any more. Cancel and join the jobs (each removes

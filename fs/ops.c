@@ -607,13 +607,47 @@ caller_holds(void *ctx, const char *rel)
     return found;
 }
 
+/* Hands fd (an output) to the open as its handle; backing_ref: the open holds a share of
+ * fs->backing (put at release), whose id is backing_id (0: none). */
+static int
+serve_upscaled(struct hcfs *fs, const char *rel, const struct stat *ist, int fd, int backing_ref,
+               int backing_id, int keep, struct fuse_file_info *fi)
+{
+    struct handle *h = handle_new(H_UPSCALED, fd, rel);
+    if (!h) {
+        close(fd);
+        if (backing_ref)
+            hc_backing_put(fs->backing, rel);
+        return -ENOMEM;
+    }
+    h->ist = *ist;
+    h->backing_ref = backing_ref;
+    h->backing_id = backing_id;
+    if (backing_id > 0)
+        hc_platform_set_backing_id(fi, backing_id);
+    fi->fh = (uint64_t)(uintptr_t)h;
+    /* Pages cached for this path belong to this very output only when it was opened
+     * before; the first open of a new output drops them. Not with passthrough, where the
+     * FUSE inode caches nothing and the kernel fails the open (EIO) when FOPEN_KEEP_CACHE
+     * comes with FOPEN_PASSTHROUGH (fs/fuse/iomode.c allows only DIRECT_IO,
+     * PARALLEL_DIRECT_WRITES and NOFLUSH with it). (A passthrough read marks the FUSE
+     * inode's atime stale, so the next stat() of the file is a GETATTR: the one round trip
+     * passthrough adds.) */
+    fi->keep_cache = keep && backing_id == 0 ? 1 : 0;
+    fi->direct_io = 0;
+#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 11)
+    fi->noflush = 1; /* nothing to flush on a read-only file: one round trip less per close */
+#endif
+    return 0;
+}
+
 static int
 open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
 {
     struct stat ist;
     struct hc_image_info info;
-    char err[256];
-    int fd = -1, keep = 0;
+    char err[256], name[PATH_MAX];
+    int fd = -1, keep = 0, id = 0;
     uint64_t size = 0;
 
     if ((fi->flags & O_ACCMODE) != O_RDONLY || (fi->flags & O_TRUNC))
@@ -623,47 +657,27 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
         return r;
     if (r == 1)
         return -EISDIR;
+    /* The quick way for a file opened again: its output is done and its registration is
+     * still there (open elsewhere, or lingering after the last close): one lstat in all. */
+    if (fs->backing && hc_jobs_done_name(fs->jobs, rel, &ist, name, sizeof(name)) == 0 &&
+        (id = hc_backing_reuse(fs->backing, rel, name, &fd)) > 0)
+        return serve_upscaled(fs, rel, &ist, fd, 1, id, 0, fi);
     r = hc_jobs_open_output(fs->jobs, rel, stop_waiting, fs, &fd, &size, &keep, err, sizeof(err));
     if (r == -EINTR && !fuse_interrupted())
         return -EIO; /* unmounting: the caller was not interrupted, the mount goes away */
     if (r < 0)
         return r; /* -EIO: the reason is in user.hc.error */
-    struct handle *h = handle_new(H_UPSCALED, fd, rel);
-    if (!h) {
-        close(fd);
-        return -ENOMEM;
-    }
-    h->ist = ist;
-    fi->fh = (uint64_t)(uintptr_t)h;
+    if (!fs->backing)
+        return serve_upscaled(fs, rel, &ist, fd, 0, 0, keep, fi);
     /* A done output is a plain file: with passthrough the kernel reads it itself, from the
      * cache file's page cache, and no read comes here. */
-    if (fs->backing) {
-        char name[PATH_MAX];
-        out_name(fd, name, sizeof(name));
-        int id = hc_backing_get(fs->backing, rel, fd, name, stop_waiting, caller_holds, fs,
-                                fs->timeout_s);
-        if (id < 0) {
-            handle_free(h);
-            return id == -EINTR && !fuse_interrupted() ? -EIO : id;
-        }
-        h->backing_ref = 1;
-        h->backing_id = id;
-        if (id > 0)
-            hc_platform_set_backing_id(fi, id);
+    out_name(fd, name, sizeof(name));
+    id = hc_backing_get(fs->backing, rel, fd, name, stop_waiting, caller_holds, fs, fs->timeout_s);
+    if (id < 0) {
+        close(fd);
+        return id == -EINTR && !fuse_interrupted() ? -EIO : id;
     }
-    /* Pages cached for this path belong to this very output only when it was opened
-     * before; the first open of a new output drops them. Not with passthrough, where the
-     * FUSE inode caches nothing and the kernel fails the open (EIO) when FOPEN_KEEP_CACHE
-     * comes with FOPEN_PASSTHROUGH (fs/fuse/iomode.c allows only DIRECT_IO,
-     * PARALLEL_DIRECT_WRITES and NOFLUSH with it). (A passthrough read marks the FUSE
-     * inode's atime stale, so the next stat() of the file is a GETATTR: the one round trip
-     * passthrough adds.) */
-    fi->keep_cache = keep && h->backing_id == 0 ? 1 : 0;
-    fi->direct_io = 0;
-#if FUSE_VERSION >= FUSE_MAKE_VERSION(3, 11)
-    fi->noflush = 1; /* nothing to flush on a read-only file: one round trip less per close */
-#endif
-    return 0;
+    return serve_upscaled(fs, rel, &ist, fd, 1, id, keep, fi);
 }
 
 static int
@@ -1009,6 +1023,21 @@ hc_access(const char *path, int mask)
     }
 }
 
+/* A passthrough registration outlives its last open by this long (backing.h). */
+#define BACKING_LINGER_MS 2000
+
+static int
+passthrough_open(void *ctx, int fd)
+{
+    return hc_platform_passthrough_open(((struct hcfs *)ctx)->session_fd, fd);
+}
+
+static void
+passthrough_close(void *ctx, int id)
+{
+    hc_platform_passthrough_close(((struct hcfs *)ctx)->session_fd, id);
+}
+
 static void *
 hc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
 {
@@ -1043,8 +1072,9 @@ hc_init(struct fuse_conn_info *conn, struct fuse_config *cfg)
      * opened before; input/ files are reread on each open), so cached reads stay in the
      * kernel at memory speed. */
     conn->want &= ~FUSE_CAP_AUTO_INVAL_DATA;
+    fs->session_fd = hc_platform_session_fd();
     if (hc_platform_passthrough_init(conn))
-        fs->backing = hc_backing_new(hc_platform_passthrough_open, hc_platform_passthrough_close);
+        fs->backing = hc_backing_new(passthrough_open, passthrough_close, fs, BACKING_LINGER_MS);
     fprintf(stderr, "info hcfs: FUSE passthrough %s\n",
             fs->backing ? "on (done outputs are read by the kernel from the cache)"
                         : "not offered (kernel < 6.9 or libfuse < 3.16): reads go through hcfs");

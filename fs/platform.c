@@ -259,8 +259,8 @@ struct hc_backing_map {
 #define HC_FUSE_DEV_IOC_BACKING_OPEN _IOW(229, 1, struct hc_backing_map)
 #define HC_FUSE_DEV_IOC_BACKING_CLOSE _IOW(229, 2, uint32_t)
 
-static int
-session_fd(void)
+int
+hc_platform_session_fd(void)
 {
     struct fuse_context *c = fuse_get_context();
     return c && c->fuse ? fuse_session_fd(fuse_get_session(c->fuse)) : -1;
@@ -278,10 +278,9 @@ hc_platform_passthrough_init(struct fuse_conn_info *conn)
 }
 
 int
-hc_platform_passthrough_open(int fd)
+hc_platform_passthrough_open(int sfd, int fd)
 {
     struct hc_backing_map map = {.fd = fd, .flags = 0, .padding = 0};
-    int sfd = session_fd();
     if (sfd < 0)
         return -EBADF;
     int id = ioctl(sfd, HC_FUSE_DEV_IOC_BACKING_OPEN, &map);
@@ -289,10 +288,9 @@ hc_platform_passthrough_open(int fd)
 }
 
 void
-hc_platform_passthrough_close(int backing_id)
+hc_platform_passthrough_close(int sfd, int backing_id)
 {
     uint32_t id = (uint32_t)backing_id;
-    int sfd = session_fd();
     if (sfd >= 0 && backing_id > 0)
         (void)ioctl(sfd, HC_FUSE_DEV_IOC_BACKING_CLOSE, &id);
 }
@@ -311,15 +309,23 @@ hc_platform_passthrough_init(struct fuse_conn_info *conn)
 }
 
 int
-hc_platform_passthrough_open(int fd)
+hc_platform_session_fd(void)
 {
+    return -1;
+}
+
+int
+hc_platform_passthrough_open(int sfd, int fd)
+{
+    (void)sfd;
     (void)fd;
     return -ENOSYS;
 }
 
 void
-hc_platform_passthrough_close(int backing_id)
+hc_platform_passthrough_close(int sfd, int backing_id)
 {
+    (void)sfd;
     (void)backing_id;
 }
 

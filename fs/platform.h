@@ -64,12 +64,15 @@ int hc_platform_default_dirs(char *data, size_t data_len, char *cache, size_t ca
  * where the system's is older): the kernel serves reads of an open file straight from a
  * backing file, with no request to hcfs and from that file's own page cache.
  * hc_platform_passthrough_init asks for it in init (1 when the kernel offers it, else 0);
- * hc_platform_passthrough_open registers fd for the request being answered and returns the
- * backing id for fi->backing_id (> 0), or -errno (-EPERM without CAP_SYS_ADMIN, -ENOSYS
- * where unsupported: macOS, older libfuse); hc_platform_passthrough_close releases an id. */
+ * hc_platform_session_fd, called in a FUSE callback, gives the /dev/fuse descriptor (-1
+ * where unknown) that the other two take, so that any thread may call them while the
+ * connection is open; hc_platform_passthrough_open registers fd and returns the backing id
+ * for fi->backing_id (> 0), or -errno (-EPERM without CAP_SYS_ADMIN, -ENOSYS where
+ * unsupported: macOS, older libfuse); hc_platform_passthrough_close releases an id. */
 int hc_platform_passthrough_init(struct fuse_conn_info *conn);
-int hc_platform_passthrough_open(int fd);
-void hc_platform_passthrough_close(int backing_id);
+int hc_platform_session_fd(void);
+int hc_platform_passthrough_open(int sfd, int fd);
+void hc_platform_passthrough_close(int sfd, int backing_id);
 /* Sets fi's backing id (no-op where fuse_file_info has none). */
 void hc_platform_set_backing_id(struct fuse_file_info *fi, int backing_id);
 

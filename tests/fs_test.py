@@ -236,7 +236,37 @@ def case_kernel_passthrough():
         os.close(held)
         rc, data, err = read_with_timeout(x, 60)
         check(rc == 0 and data == ref1, "after the holder closed: v1 again, rc %d" % rc)
+        # After the last close the registration lingers a moment (2 s), so that the next
+        # open of the file takes it as it is: hcfs still holds the cache file...
+        check(held_outputs(m) == 1, "the closed output's registration lingers: %d held"
+              % held_outputs(m))
+        # ...and a new version opened meanwhile gets its own bytes at once, never the
+        # lingering old ones, and without waiting for the linger to end
+        subprocess.run(["cp", v2, tmp], check=True)
+        os.rename(tmp, os.path.join(m.input, "x.png"))
+        rc, data, err = read_with_timeout(x, 60)
+        check(rc == 0 and data == ref2, "a new version after a lingering old one: rc %d, "
+              "%d bytes vs %d %s" % (rc, len(data), len(ref2), err))
+        # then the reaper gives the registration and the cache file back
+        deadline = time.time() + 20
+        while held_outputs(m) and time.time() < deadline:
+            time.sleep(0.1)
+        check(held_outputs(m) == 0, "hcfs still holds %d cache files 20 s after the last "
+              "close" % held_outputs(m))
     check(m.unmount() == 0, "clean exit")
+
+
+def held_outputs(m):
+    """How many output files of m's cache hcfs holds open (from /proc/PID/fd)."""
+    out = os.path.realpath(os.path.join(m.cache, "out")) + "/"
+    fd_dir = "/proc/%d/fd" % m.proc.pid
+    n = 0
+    for f in os.listdir(fd_dir):
+        try:
+            n += os.readlink(os.path.join(fd_dir, f)).startswith(out)
+        except OSError:
+            pass
+    return n
 
 
 def case_readers():
