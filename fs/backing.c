@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -24,6 +25,10 @@ struct entry {
     struct timespec idle_since;
 };
 
+/* At most this many registrations linger at once (each holds a descriptor and a kernel
+ * id): a pass over a big folder keeps the most recent ones, not thousands. */
+#define LINGER_MAX 64
+
 struct hc_backing {
     pthread_mutex_t lock;
     pthread_cond_t freed; /* an entry lost its last open: a newer version may go on */
@@ -37,7 +42,20 @@ struct hc_backing {
     int reaper_on, stopping;
     int reaper_asleep; /* waiting with no deadline: nothing lingers */
     pthread_t reaper;
+    uint64_t registered, reused;
 };
+
+/* The clock of idle_since and of the reaper's waits: one that is never set back where the
+ * condition variable can use it. */
+static void
+clock_now(struct timespec *ts)
+{
+#if defined(__APPLE__)
+    clock_gettime(CLOCK_REALTIME, ts);
+#else
+    clock_gettime(CLOCK_MONOTONIC, ts);
+#endif
+}
 
 static void *reaper_main(void *arg);
 
@@ -50,7 +68,13 @@ hc_backing_new(int (*open_id)(void *ctx, int fd), void (*close_id)(void *ctx, in
         return NULL;
     pthread_mutex_init(&b->lock, NULL);
     pthread_cond_init(&b->freed, NULL);
-    pthread_cond_init(&b->work, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+#if !defined(__APPLE__)
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+#endif
+    pthread_cond_init(&b->work, &ca);
+    pthread_condattr_destroy(&ca);
     b->open_id = open_id;
     b->close_id = close_id;
     b->ctx = ctx;
@@ -155,7 +179,7 @@ ms_between(const struct timespec *a, const struct timespec *b)
 }
 
 /* Gives back the ids of the entries that lingered long enough, then sleeps until the next
- * one is due. A clock set back ends them at once rather than late. */
+ * one is due. */
 static void *
 reaper_main(void *arg)
 {
@@ -164,11 +188,11 @@ reaper_main(void *arg)
     while (!b->stopping) {
         struct timespec now;
         long long next = -1;
-        clock_gettime(CLOCK_REALTIME, &now);
+        clock_now(&now);
         for (struct entry **pe = &b->list; *pe;) {
             struct entry *e = *pe;
             long long idle = e->refs == 0 ? ms_between(&e->idle_since, &now) : -1;
-            if (e->refs == 0 && (idle >= b->linger_ms || idle < 0)) {
+            if (e->refs == 0 && idle >= b->linger_ms) {
                 entry_end(b, pe);
                 continue;
             }
@@ -212,6 +236,8 @@ add(struct hc_backing *b, const char *rel, int fd, const char *name, const struc
     int id = 0;
     if (b->enabled) {
         id = b->open_id(b->ctx, fd);
+        if (id > 0)
+            b->registered++;
         if (id <= 0) {
             int err = id < 0 ? -id : EIO;
             if (refused_for_good(err)) {
@@ -280,6 +306,7 @@ hc_backing_reuse(struct hc_backing *b, const char *rel, const char *name, int *f
         int nfd = fcntl(e->fd, F_DUPFD_CLOEXEC, 0);
         if (nfd >= 0) {
             e->refs++;
+            b->reused++;
             *fd = nfd;
             id = e->id;
         }
@@ -359,6 +386,42 @@ hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *name, 
     return r;
 }
 
+/* Ends the longest-lingering entries while more than max linger (b->lock held). */
+static void
+end_oldest_over(struct hc_backing *b, int max)
+{
+    for (;;) {
+        struct entry **oldest = NULL;
+        int n = 0;
+        for (struct entry **pe = &b->list; *pe; pe = &(*pe)->next) {
+            struct entry *e = *pe;
+            if (e->refs)
+                continue;
+            n++;
+            if (!oldest || e->idle_since.tv_sec < (*oldest)->idle_since.tv_sec ||
+                (e->idle_since.tv_sec == (*oldest)->idle_since.tv_sec &&
+                 e->idle_since.tv_nsec < (*oldest)->idle_since.tv_nsec))
+                oldest = pe;
+        }
+        if (n <= max)
+            return;
+        entry_end(b, oldest);
+    }
+}
+
+void
+hc_backing_stats(struct hc_backing *b, uint64_t *registered, uint64_t *reused, int *lingering)
+{
+    int n = 0;
+    pthread_mutex_lock(&b->lock);
+    for (struct entry *e = b->list; e; e = e->next)
+        n += e->refs == 0;
+    *registered = b->registered;
+    *reused = b->reused;
+    *lingering = n;
+    pthread_mutex_unlock(&b->lock);
+}
+
 void
 hc_backing_put(struct hc_backing *b, const char *rel)
 {
@@ -369,7 +432,8 @@ hc_backing_put(struct hc_backing *b, const char *rel)
             continue;
         if (--e->refs == 0) {
             if (e->id > 0 && e->fd >= 0 && b->linger_ms && !b->stopping) {
-                clock_gettime(CLOCK_REALTIME, &e->idle_since);
+                clock_now(&e->idle_since);
+                end_oldest_over(b, LINGER_MAX);
                 /* A reaper already waiting for an earlier deadline looks again then: this
                  * entry's is later. Waking it on every close would cost a switch each. */
                 if (b->reaper_asleep)

@@ -13,7 +13,8 @@
  * A registration outlives its last open by linger_ms: a program that opens the same file
  * again and again (a viewer's probe and then its read, a loop) then finds it ready, and the
  * open costs one lstat in hcfs instead of opening the cache file and registering it again.
- * A reaper thread gives the id back when the time is up; a newer version replaces a
+ * A reaper thread gives the id back when the time is up (at most 64 linger: the oldest
+ * goes first); a newer version replaces a
  * lingering older one at once (nobody reads it). A lingering entry holds its cache file
  * open, so an evicted file's blocks are freed at most linger_ms late; it is not reused once
  * the file is gone from the cache (the next open runs the job again, as without it).
@@ -22,6 +23,8 @@
  */
 #ifndef HC_FS_BACKING_H
 #define HC_FS_BACKING_H
+
+#include <stdint.h>
 
 #ifdef __cplusplus
 extern "C" {
@@ -62,6 +65,8 @@ int hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *na
                    int (*stop)(void *), int (*holds)(void *, const char *), void *arg,
                    int timeout_s);
 void hc_backing_put(struct hc_backing *b, const char *rel);
+/* Registrations made with the kernel, opens that reused one, and how many linger now. */
+void hc_backing_stats(struct hc_backing *b, uint64_t *registered, uint64_t *reused, int *lingering);
 
 #ifdef __cplusplus
 }

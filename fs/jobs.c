@@ -371,6 +371,13 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
                 *keep_cache = kc;
             return 0;
         }
+        if (oerr != ENOENT) {
+            /* Out of descriptors (EMFILE, ENFILE), no memory: not an eviction, and a new
+             * job would not help. */
+            job_unref_locked(jb);
+            pthread_mutex_unlock(&j->lock);
+            return -oerr;
+        }
         /* Evicted (or removed by hand) since the job ended: forget the job, run a new one. */
         if (jb->in_table)
             table_drop_locked(j, rel);

@@ -358,6 +358,7 @@ main(int argc, char *argv[])
     int ret = 1, mounted = 0, handlers = 0;
 
     memset(&fs, 0, sizeof(fs));
+    fs.session_fd = -1;
     memset(&co, 0, sizeof(co));
     fs.scale = 2;
     fs.quality = 95;

@@ -850,6 +850,17 @@ root_xattr(struct hcfs *fs, const char *name, char *buf, size_t size)
     } else {
         return -HC_ENOATTR;
     }
+    if (fs->backing && strcmp(name, "user.hc.stats") == 0 && n > 0 && (size_t)n < sizeof(v)) {
+        uint64_t reg, reu;
+        int lin;
+        hc_backing_stats(fs->backing, &reg, &reu, &lin);
+        int m = snprintf(v + n, sizeof(v) - (size_t)n,
+                         "passthrough_registered %llu\npassthrough_reused %llu\n"
+                         "passthrough_lingering %d\n",
+                         (unsigned long long)reg, (unsigned long long)reu, lin);
+        if (m > 0 && (size_t)m < sizeof(v) - (size_t)n)
+            n += m;
+    }
     if (fs->client && strcmp(name, "user.hc.stats") == 0 && n > 0 && (size_t)n < sizeof(v)) {
         struct hc_client_stats cs;
         hc_client_stats(fs->client, &cs);

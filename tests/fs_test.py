@@ -237,9 +237,21 @@ def case_kernel_passthrough():
         rc, data, err = read_with_timeout(x, 60)
         check(rc == 0 and data == ref1, "after the holder closed: v1 again, rc %d" % rc)
         # After the last close the registration lingers a moment (2 s), so that the next
-        # open of the file takes it as it is: hcfs still holds the cache file...
+        # open of the file takes it as it is: hcfs still holds the cache file (the
+        # handle's own descriptor goes when the kernel's RELEASE, sent in the background,
+        # has been handled)...
+        deadline = time.time() + 1
+        while held_outputs(m) > 1 and time.time() < deadline:
+            time.sleep(0.02)
         check(held_outputs(m) == 1, "the closed output's registration lingers: %d held"
               % held_outputs(m))
+        st0 = m.stat()
+        rc, data, err = read_with_timeout(x, 60)
+        st1 = m.stat()
+        check(rc == 0 and data == ref1, "read again while it lingers: rc %d" % rc)
+        check(st1["passthrough_reused"] == st0["passthrough_reused"] + 1 and
+              st1["passthrough_registered"] == st0["passthrough_registered"],
+              "the open took the lingering registration: %s -> %s" % (st0, st1))
         # ...and a new version opened meanwhile gets its own bytes at once, never the
         # lingering old ones, and without waiting for the linger to end
         subprocess.run(["cp", v2, tmp], check=True)
@@ -253,6 +265,21 @@ def case_kernel_passthrough():
             time.sleep(0.1)
         check(held_outputs(m) == 0, "hcfs still holds %d cache files 20 s after the last "
               "close" % held_outputs(m))
+        # a pass over many files keeps only the 64 most recent registrations lingering
+        many = [make_image(os.path.join(w, "s%02d.png" % i), 24, 16, 200 + i)
+                for i in range(70)]
+        subprocess.run(["cp"] + many + [m.input], check=True)
+        # all open first (each job takes its time), then closed together: 70 start to linger
+        fds = [os.open(os.path.join(m.up, os.path.basename(p)), os.O_RDONLY) for p in many]
+        for fd in fds:
+            os.close(fd)
+        deadline = time.time() + 1
+        while held_outputs(m) > 64 and time.time() < deadline:
+            time.sleep(0.02)
+        st = m.stat()
+        check(st["passthrough_lingering"] == 64 and held_outputs(m) == 64,
+              "after 70 files: %d lingering, %d cache files held" %
+              (st["passthrough_lingering"], held_outputs(m)))
     check(m.unmount() == 0, "clean exit")
 
 
