@@ -440,6 +440,7 @@ main(int argc, char *argv[])
         goto out;
     handlers = 1;
 
+    hc_platform_raise_nofile();
     if (start_parts(&fs) < 0) {
         fprintf(stderr, "error hcfs: %s\n", hc_last_error());
         goto out;

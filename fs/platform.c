@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+#include <sys/resource.h>
 #include <sys/xattr.h>
 #ifdef __APPLE__
 #include <pthread/qos.h>
@@ -205,6 +206,25 @@ hc_platform_fsync(int fd, int datasync)
 #else
     return (datasync ? fdatasync(fd) : fsync(fd)) < 0 ? -errno : 0;
 #endif
+}
+
+void
+hc_platform_raise_nofile(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) != 0)
+        return;
+    rlim_t want = rl.rlim_max;
+#ifdef __APPLE__
+    if (want > OPEN_MAX) /* setrlimit refuses more than OPEN_MAX (RLIM_INFINITY included) */
+        want = OPEN_MAX;
+#endif
+    if (want > 65536)
+        want = 65536;
+    if (want > rl.rlim_cur) {
+        rl.rlim_cur = want;
+        (void)setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 void

@@ -107,6 +107,9 @@ int hc_platform_fsync(int fd, int datasync);
 /* Lowers the calling thread to "run only when a CPU is idle" (Linux SCHED_IDLE, macOS
  * QOS_CLASS_BACKGROUND): for work a job never waits for. Best effort; no error. */
 void hc_platform_background_thread(void);
+/* Raises the soft limit on open files towards the hard one (at most 65536): every reader
+ * of upscaled/ holds descriptors in hcfs, and 1024 is the usual soft default. */
+void hc_platform_raise_nofile(void);
 
 /* Runs the FUSE loop with enough worker threads that `max_threads` readers may block in
  * open() at once without starving the mount (libfuse >= 3.12 caps workers at 10 by
