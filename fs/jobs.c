@@ -46,8 +46,9 @@ struct job {
     int in_table, queued;
     int refs; /* table + queue/worker + waiting readers */
     int waiters;
-    int opened; /* its output was handed to a reader before */
-    int stale;  /* failed because its version of the file is gone or was rewritten */
+    int opened;    /* its output was handed to a reader before */
+    int announced; /* ended, and the kernel's cached attributes of its path dropped since */
+    int stale;     /* failed because its version of the file is gone or was rewritten */
     volatile int cancel;
     int has_key;
     char key[HC_TC_KEY_LEN + 1];
@@ -306,7 +307,9 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
         jb->refs++;
         jb->waiters++;
         j->st.waiting++;
-        while ((jb->state == HC_JOB_QUEUED || jb->state == HC_JOB_RUNNING) && !j->stopping) {
+        while ((jb->state == HC_JOB_QUEUED || jb->state == HC_JOB_RUNNING ||
+                (jb->state == HC_JOB_DONE && !jb->announced)) &&
+               !j->stopping) {
             if (stop && stop(stop_ctx)) {
                 r = -EINTR;
                 break;
@@ -400,7 +403,7 @@ hc_jobs_done_name(struct hc_jobs *j, const char *rel, const struct stat *st, cha
     sig_of(st, &s);
     pthread_mutex_lock(&j->lock);
     struct job *jb = table_get_locked(j, rel);
-    if (jb && sig_eq(&jb->sig, &s) && jb->state == HC_JOB_DONE && jb->out_path) {
+    if (jb && sig_eq(&jb->sig, &s) && jb->state == HC_JOB_DONE && jb->announced && jb->out_path) {
         const char *b = strrchr(jb->out_path, '/');
         b = b ? b + 1 : jb->out_path;
         if ((size_t)snprintf(name, len, "%s", b) < len)
@@ -471,13 +474,6 @@ static void
 job_finish(struct hc_jobs *j, struct job *jb, int ok, const char *out_path, uint64_t size,
            const char *error)
 {
-    /* Not while stopping: the readers are gone, and the FUSE loop that would serve the
-     * reads on_end's page invalidation may wait for has ended (hcfs would hang for good). */
-    pthread_mutex_lock(&j->lock);
-    int stopping = j->stopping;
-    pthread_mutex_unlock(&j->lock);
-    if (j->cfg.on_end && !stopping)
-        j->cfg.on_end(j->cfg.on_end_ctx, jb->rel); /* rel never changes: no lock needed */
     pthread_mutex_lock(&j->lock);
     if (ok) {
         jb->state = HC_JOB_DONE;
@@ -499,6 +495,17 @@ job_finish(struct hc_jobs *j, struct job *jb, int ok, const char *out_path, uint
     else
         j->st.failed++;
     struct sig sg = jb->sig;
+    int stopping = j->stopping;
+    pthread_mutex_unlock(&j->lock);
+    /* Then the kernel forgets what it cached for the path (the size estimate), and only
+     * then are the waiting readers let go: a stat() that came in between was answered
+     * with the new state, and the fstat() after a reader's open sees the exact size.
+     * Not while stopping: the readers are gone, and the FUSE loop that would serve the
+     * reads on_end's page invalidation may wait for has ended (hcfs would hang for good). */
+    if (j->cfg.on_end && !stopping)
+        j->cfg.on_end(j->cfg.on_end_ctx, jb->rel); /* rel never changes: no lock needed */
+    pthread_mutex_lock(&j->lock);
+    jb->announced = 1;
     pthread_cond_broadcast(&j->cond);
     pthread_mutex_unlock(&j->lock);
     if (ok && j->cfg.paths) {

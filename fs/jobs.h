@@ -47,10 +47,11 @@ struct hc_jobs_cfg {
     struct hc_client *client; /* NULL: in-process backend (kept, not owned) */
     int store_tiles;          /* with a client: keep tiles in the cache as they arrive */
     struct hc_pathmap *paths; /* outputs remembered across mounts (kept, not owned); NULL */
-    /* Called from a worker when a job of rel ends (done or failed), before any waiting
-     * reader wakes: hcfs drops the kernel's cached attributes of upscaled/<rel> there, so
-     * the size a reader sees after open() is the output's. Not called for jobs that end
-     * once hc_jobs_stop has begun. May be NULL. */
+    /* Called from a worker when a job of rel ends (done or failed): after its state says
+     * so (a status asked meanwhile gets the exact size) and before any waiting reader
+     * wakes. hcfs drops the kernel's cached attributes of upscaled/<rel> there, so the size
+     * a reader sees after open() is the output's. Not called for jobs that end once
+     * hc_jobs_stop has begun. May be NULL. */
     void (*on_end)(void *ctx, const char *rel);
     void *on_end_ctx;
 };

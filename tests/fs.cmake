@@ -11,3 +11,13 @@ foreach(t passthrough kernel_passthrough readers exact_size cache evicted bad_fi
     RESOURCE_LOCK hcfs_cpu
     ENVIRONMENT "HC_BUILD_DIR=${CMAKE_BINARY_DIR};HC_SOURCE_DIR=${CMAKE_SOURCE_DIR}")
 endforeach()
+
+# fs/jobs.c on its own (no FUSE mount): the order of a job's end.
+add_executable(test_jobs ${CMAKE_CURRENT_SOURCE_DIR}/test_jobs.c)
+target_include_directories(test_jobs PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
+target_link_libraries(test_jobs PRIVATE hcfs_parts)
+set_target_properties(test_jobs PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
+foreach(case end_order)
+  add_test(NAME test_jobs_${case} COMMAND test_jobs ${case})
+  set_tests_properties(test_jobs_${case} PROPERTIES LABELS unit TIMEOUT 120)
+endforeach()

@@ -25,39 +25,16 @@
 #include <unistd.h>
 
 #include "check.h"
+#include "tmpdir.h"
 #include "error.h"
 #include "tilecache.h"
 
-static char g_tmp[PATH_MAX];
-static pid_t g_owner;
-
-static int
-rm_cb(const char *path, const struct stat *st, int flag, struct FTW *ftw)
-{
-    (void)st;
-    (void)flag;
-    (void)ftw;
-    remove(path);
-    return 0;
-}
-
-static void
-cleanup(void)
-{
-    /* Forked children inherit this handler: only the process that made the directory
-     * removes it. */
-    if (g_tmp[0] && getpid() == g_owner)
-        nftw(g_tmp, rm_cb, 16, FTW_DEPTH | FTW_PHYS);
-}
+static const char *g_tmp;
 
 static void
 make_tmp(void)
 {
-    const char *base = getenv("TMPDIR");
-    snprintf(g_tmp, sizeof g_tmp, "%s/hc-tilecache-XXXXXX", base && base[0] ? base : "/tmp");
-    HC_CHECK(mkdtemp(g_tmp) != NULL);
-    g_owner = getpid();
-    atexit(cleanup);
+    g_tmp = hc_test_tmpdir("tilecache");
 }
 
 /* xorshift64*: deterministic test data. */
