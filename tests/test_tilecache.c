@@ -1,6 +1,6 @@
 /* test_tilecache.c: tilecache/ against independent references.
  *
- * Usage: test_tilecache <case>   (key, key_xxhsum, states, tiles, evict, evict_background,
+ * Usage: test_tilecache <case>   (key, key_xxhsum, states, tiles, evict, evict_background, pin,
  * concurrency, crash, reopen). Each case works in a fresh temporary directory that is removed
  * when the process exits, also on failure. References: keys are recomputed by the xxhash
  * command-line tool over the bytes the key format documents (tilecache/key.c); eviction is
@@ -188,6 +188,56 @@ state_of(struct hc_tc *tc, const char *key)
     struct hc_tc_entry e;
     HC_CHECK(hc_tc_lookup(tc, key, &e) == 0);
     return e.state;
+}
+
+/* Does key's output file exist? (No lookup: that would touch its access time.) */
+static int
+out_exists(const char *key)
+{
+    char sub[64], path[PATH_MAX + 96];
+    snprintf(sub, sizeof sub, "out/%s.png", key);
+    cache_path(path, sizeof path, sub);
+    return exists(path);
+}
+
+/* ---- pins: outputs in use are not evicted ----------------------------------------------- */
+
+static void
+test_pin(void)
+{
+    char k[5][HC_TC_KEY_LEN + 1];
+    for (int i = 0; i < 5; i++)
+        key_n(9000 + (uint64_t)i, k[i]);
+    /* 1000 bytes hold one 600-byte output: every commit makes the cache evict. */
+    struct hc_tc *tc = open_cache(1000, 0, 3600 * 1000);
+    make_done(tc, k[0], 600, 1);
+    HC_CHECK_EQ(hc_tc_pin(tc, k[0]), 0);
+    make_done(tc, k[1], 600, 2);
+    make_done(tc, k[2], 600, 3);
+    HC_CHECK_EQ(hc_tc_evict(tc), 0);
+    /* k0 is the oldest but pinned, k2 the most recent: k1 went. */
+    HC_CHECK_MSG(out_exists(k[0]), "a pinned output was evicted");
+    HC_CHECK_MSG(!out_exists(k[1]), "the oldest unpinned output stayed");
+    HC_CHECK(out_exists(k[2]));
+    /* Two pins need two unpins. */
+    HC_CHECK_EQ(hc_tc_pin(tc, k[2]), 0);
+    HC_CHECK_EQ(hc_tc_pin(tc, k[2]), 0);
+    hc_tc_unpin(tc, k[2]);
+    make_done(tc, k[3], 600, 4);
+    HC_CHECK_EQ(hc_tc_evict(tc), 0);
+    HC_CHECK_MSG(out_exists(k[0]) && out_exists(k[2]), "an output pinned once more went");
+    hc_tc_unpin(tc, k[2]);
+    hc_tc_unpin(tc, k[0]);
+    make_done(tc, k[4], 600, 5);
+    HC_CHECK_EQ(hc_tc_evict(tc), 0);
+    HC_CHECK_MSG(!out_exists(k[0]) && !out_exists(k[2]) && !out_exists(k[3]),
+                 "unpinned outputs stayed over the bound");
+    HC_CHECK(out_exists(k[4]));
+    HC_CHECK_EQ(state_of(tc, k[0]), HC_TC_ABSENT);
+    HC_CHECK_EQ(state_of(tc, k[4]), HC_TC_DONE);
+    hc_tc_unpin(tc, k[1]); /* never pinned: ignored */
+    HC_CHECK_EQ(hc_tc_pin(tc, "not-a-key"), -EINVAL);
+    hc_tc_close(tc);
 }
 
 /* ---- keys ---------------------------------------------------------------------------- */
@@ -1194,15 +1244,11 @@ main(int argc, char **argv)
         const char *name;
         void (*fn)(void);
     } cases[] = {
-        {"key", test_key},
-        {"key_xxhsum", test_key_xxhsum},
-        {"states", test_states},
-        {"tiles", test_tiles},
-        {"evict", test_evict},
-        {"evict_background", test_evict_background},
-        {"concurrency", test_concurrency},
-        {"crash", test_crash},
-        {"reopen", test_reopen},
+        {"key", test_key},       {"key_xxhsum", test_key_xxhsum},
+        {"states", test_states}, {"tiles", test_tiles},
+        {"evict", test_evict},   {"evict_background", test_evict_background},
+        {"pin", test_pin},       {"concurrency", test_concurrency},
+        {"crash", test_crash},   {"reopen", test_reopen},
         {"full", test_full},
     };
     if (argc != 2) {

@@ -5,7 +5,7 @@ if(TARGET hc_tilecache)
   target_include_directories(test_tilecache PRIVATE ${CMAKE_CURRENT_SOURCE_DIR})
   target_link_libraries(test_tilecache PRIVATE hc_tilecache Threads::Threads)
   set_target_properties(test_tilecache PROPERTIES RUNTIME_OUTPUT_DIRECTORY ${CMAKE_BINARY_DIR}/tests)
-  foreach(case key key_xxhsum states tiles evict evict_background concurrency crash reopen)
+  foreach(case key key_xxhsum states tiles evict evict_background pin concurrency crash reopen)
     add_test(NAME test_tilecache_${case} COMMAND test_tilecache ${case})
     set_tests_properties(test_tilecache_${case} PROPERTIES LABELS unit SKIP_RETURN_CODE 77
       TIMEOUT 120)

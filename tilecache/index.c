@@ -25,7 +25,7 @@ static const char *const stmt_sql[ST_COUNT] = {
     [ST_OLDEST] = "SELECT key, state, format, size, atime, error FROM entries "
                   "WHERE state IN (2, 3) AND atime < "
                   "  (SELECT max(atime) FROM entries WHERE state IN (2, 3)) "
-                  "ORDER BY atime LIMIT 1",
+                  "ORDER BY atime",
     [ST_LIST] = "SELECT key, state, format, size, atime, error FROM entries",
 };
 
@@ -290,9 +290,25 @@ hc_tc_index_delete(struct hc_tc_index *ix, const char *key)
 }
 
 int
-hc_tc_index_oldest(struct hc_tc_index *ix, struct hc_tc_row *r)
+hc_tc_index_oldest(struct hc_tc_index *ix, struct hc_tc_row *r,
+                   int (*skip)(void *ctx, const char *key), void *ctx)
 {
-    return index_one(ix, ix->st[ST_OLDEST], r, "finding the least recently used entry");
+    sqlite3_stmt *st = ix->st[ST_OLDEST];
+    int rc, err = -ENOENT;
+
+    /* Rows come oldest first and are read lazily: skipped rows cost one step each. */
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *key = sqlite3_column_text(st, 0);
+        if (skip && key && skip(ctx, (const char *)key))
+            continue;
+        row_read(st, r);
+        err = 0;
+        break;
+    }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = index_fail(ix, rc, "finding the least recently used entry");
+    sqlite3_reset(st);
+    return err;
 }
 
 int

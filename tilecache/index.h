@@ -42,8 +42,10 @@ int hc_tc_index_touch(struct hc_tc_index *ix, const char *key, int64_t atime);
 int hc_tc_index_delete(struct hc_tc_index *ix, const char *key);
 /* The least recently used row that may be evicted (DONE or ERROR, never INCOMPLETE, and
  * never the most recently used of those, so that a result larger than the cache's bound is
- * still there for the reader who asked for it): 0 and *r, or -ENOENT when there is none. */
-int hc_tc_index_oldest(struct hc_tc_index *ix, struct hc_tc_row *r);
+ * still there for the reader who asked for it), passing over the keys skip(ctx, key) says
+ * to keep: 0 and *r, or -ENOENT when there is none. skip may be NULL. */
+int hc_tc_index_oldest(struct hc_tc_index *ix, struct hc_tc_row *r,
+                       int (*skip)(void *ctx, const char *key), void *ctx);
 /* Every row, into a malloc'd array (*rows, freed with free()) of *n rows. */
 int hc_tc_index_list(struct hc_tc_index *ix, struct hc_tc_row **rows, size_t *n);
 /* BEGIN / COMMIT around a batch of changes (recovery). */

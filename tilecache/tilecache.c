@@ -33,6 +33,11 @@
 /* Longest name we append to the cache directory: "/tiles/<32>/.tmp.<20>.<20>" and so on. */
 #define TC_NAME_ROOM 128
 
+struct tc_pin {
+    char key[HC_TC_KEY_LEN + 1];
+    int count;
+};
+
 struct hc_tc {
     char dir[PATH_MAX];
     char out_dir[PATH_MAX];
@@ -50,6 +55,9 @@ struct hc_tc {
     uint64_t tile_bytes;
     uint64_t evicted;
     uint64_t tmp_seq;
+
+    struct tc_pin *pins; /* outputs in use: not evicted while pinned */
+    size_t npins, cap_pins;
 
     pthread_cond_t wake; /* the evictor waits here (with mu) */
     pthread_t evictor;
@@ -458,6 +466,68 @@ hc_tc_tile_get(struct hc_tc *tc, const char *key, uint32_t idx, void *px, size_t
     return hc_tc_files_read_exact(path, px, len);
 }
 
+/* The pin of key (tc->mu held), or NULL. */
+static struct tc_pin *
+pin_find(struct hc_tc *tc, const char *key)
+{
+    for (size_t i = 0; i < tc->npins; i++)
+        if (strcmp(tc->pins[i].key, key) == 0)
+            return &tc->pins[i];
+    return NULL;
+}
+
+static int
+pinned(void *ctx, const char *key)
+{
+    return pin_find(ctx, key) != NULL;
+}
+
+int
+hc_tc_pin(struct hc_tc *tc, const char *key)
+{
+    if (!tc || !key)
+        return hc_error(-EINVAL, "tilecache", "pin: NULL argument");
+    CHECK_KEY(key);
+    pthread_mutex_lock(&tc->mu);
+    struct tc_pin *p = pin_find(tc, key);
+    if (!p) {
+        if (tc->npins == tc->cap_pins) {
+            size_t ncap = tc->cap_pins ? tc->cap_pins * 2 : 16;
+            struct tc_pin *np = realloc(tc->pins, ncap * sizeof *np);
+            if (!np) {
+                pthread_mutex_unlock(&tc->mu);
+                return hc_error(-ENOMEM, "tilecache", "pin: out of memory");
+            }
+            tc->pins = np;
+            tc->cap_pins = ncap;
+        }
+        p = &tc->pins[tc->npins++];
+        snprintf(p->key, sizeof p->key, "%s", key);
+        p->count = 0;
+    }
+    p->count++;
+    pthread_mutex_unlock(&tc->mu);
+    return 0;
+}
+
+void
+hc_tc_unpin(struct hc_tc *tc, const char *key)
+{
+    if (!tc || !key)
+        return;
+    pthread_mutex_lock(&tc->mu);
+    struct tc_pin *p = pin_find(tc, key);
+    if (p && --p->count == 0) {
+        *p = tc->pins[--tc->npins];
+        /* What it kept may now go: the evictor looks again at once when over bounds. */
+        if (tc_over(tc)) {
+            tc->kick = 1;
+            pthread_cond_signal(&tc->wake);
+        }
+    }
+    pthread_mutex_unlock(&tc->mu);
+}
+
 int
 hc_tc_evict(struct hc_tc *tc)
 {
@@ -473,7 +543,7 @@ hc_tc_evict(struct hc_tc *tc)
         if (tc_over(tc)) {
             int found;
 
-            err = hc_tc_index_oldest(tc->ix, &r);
+            err = hc_tc_index_oldest(tc->ix, &r, pinned, tc);
             found = err == 0; /* r is only filled in then */
             if (found)
                 err = hc_tc_index_delete(tc->ix, r.key);
@@ -822,5 +892,6 @@ hc_tc_close(struct hc_tc *tc)
     pthread_cond_destroy(&tc->wake);
     pthread_mutex_destroy(&tc->mu);
     close(tc->lock_fd); /* releases the flock */
+    free(tc->pins);
     free(tc);
 }

@@ -90,6 +90,14 @@ int hc_tc_fail(struct hc_tc *tc, const char *key, const char *reason);
 int hc_tc_tile_put(struct hc_tc *tc, const char *key, uint32_t idx, const void *px, size_t len);
 int hc_tc_tile_get(struct hc_tc *tc, const char *key, uint32_t idx, void *px, size_t len);
 
+/* Keeps key's output from eviction while it is in use (a reader has it open, or is about to
+ * open it): pins count, and the cache may stay over its bounds meanwhile. Every pin that
+ * returned 0 is matched by one unpin; the last unpin lets the evictor look again. A pin
+ * does not make a missing entry appear: check after pinning that the output is there.
+ * hc_tc_pin returns 0 or -errno (-ENOMEM, -EINVAL). */
+int hc_tc_pin(struct hc_tc *tc, const char *key);
+void hc_tc_unpin(struct hc_tc *tc, const char *key);
+
 /* Runs one eviction pass now (the background thread calls the same). Returns 0 or -errno. */
 int hc_tc_evict(struct hc_tc *tc);
 
