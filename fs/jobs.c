@@ -48,6 +48,7 @@ struct job {
     int waiters;
     int opened;    /* its output was handed to a reader before */
     int announced; /* ended, and the kernel's cached attributes of its path dropped since */
+    int pinned;    /* holds a pin of key in the cache until its waiting readers hold theirs */
     int stale;     /* failed because its version of the file is gone or was rewritten */
     volatile int cancel;
     int has_key;
@@ -269,9 +270,24 @@ deadline_in(struct timespec *ts, int ms)
     }
 }
 
+/* A reader is done with jb (j->lock held): the job's pin goes with its last waiting reader,
+ * who holds a pin of its own by then. */
+static void
+leave_locked(struct hc_jobs *j, struct job *jb)
+{
+    jb->waiters--;
+    j->st.waiting--;
+    if (jb->pinned && jb->waiters == 0 && jb->announced) {
+        hc_tc_unpin(j->cfg.tc, jb->key);
+        jb->pinned = 0;
+    }
+    job_unref_locked(jb);
+}
+
 int
 hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), void *stop_ctx,
-                    int *fd, uint64_t *size, int *keep_cache, char *err, size_t errlen)
+                    int *fd, uint64_t *size, int *keep_cache, char *pin_key, char *err,
+                    size_t errlen)
 {
     int r = 0;
     if (err && errlen)
@@ -318,19 +334,17 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
             deadline_in(&ts, WAIT_SLICE_MS);
             pthread_cond_timedwait(&j->cond, &j->lock, &ts);
         }
-        jb->waiters--;
-        j->st.waiting--;
         if (r == 0 && j->stopping && jb->state != HC_JOB_DONE && jb->state != HC_JOB_FAILED)
             r = -EINTR;
         if (r < 0) {
-            job_unref_locked(jb);
+            leave_locked(j, jb);
             pthread_mutex_unlock(&j->lock);
             return r;
         }
         if (jb->state == HC_JOB_FAILED && jb->stale) {
             /* The file this job read is gone or was rewritten while it ran: wait for the
              * version the path has now (or say ENOENT), not EIO. */
-            job_unref_locked(jb);
+            leave_locked(j, jb);
             pthread_mutex_unlock(&j->lock);
             r = -EAGAIN;
             continue;
@@ -338,36 +352,41 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
         if (jb->state == HC_JOB_FAILED) {
             if (err && errlen)
                 snprintf(err, errlen, "%s", jb->error);
-            job_unref_locked(jb);
+            leave_locked(j, jb);
             pthread_mutex_unlock(&j->lock);
             return -EIO;
         }
-        /* DONE */
+        /* DONE. Pinned before it is opened, the output cannot be evicted under the reader
+         * (a stat() would then say "not done"); the job's own pin held it until now. */
         char *path = strdup(jb->out_path ? jb->out_path : "");
+        char key[HC_TC_KEY_LEN + 1] = "";
+        if (jb->has_key)
+            memcpy(key, jb->key, sizeof(key));
         uint64_t sz = jb->size;
         int kc = jb->opened;
         pthread_mutex_unlock(&j->lock);
-        if (!path) {
-            pthread_mutex_lock(&j->lock);
-            job_unref_locked(jb);
-            pthread_mutex_unlock(&j->lock);
-            return -ENOMEM;
-        }
-        int ofd = open(path, O_RDONLY | O_CLOEXEC);
-        int oerr = ofd < 0 ? errno : 0;
+        int pinned = key[0] && hc_tc_pin(j->cfg.tc, key) == 0;
+        int ofd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
+        int oerr = !path ? ENOMEM : ofd < 0 ? errno : 0;
         free(path);
+        if (pinned && (ofd < 0 || !fd || !pin_key)) {
+            hc_tc_unpin(j->cfg.tc, key);
+            pinned = 0;
+        }
         pthread_mutex_lock(&j->lock);
         if (ofd >= 0) {
             struct stat ost;
             if (fstat(ofd, &ost) == 0)
                 sz = (uint64_t)ost.st_size;
             jb->opened = 1;
-            job_unref_locked(jb);
+            leave_locked(j, jb);
             pthread_mutex_unlock(&j->lock);
             if (fd)
                 *fd = ofd;
             else
                 close(ofd);
+            if (pin_key)
+                memcpy(pin_key, pinned ? key : "", pinned ? sizeof(key) : 1);
             if (size)
                 *size = sz;
             if (keep_cache)
@@ -377,14 +396,14 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
         if (oerr != ENOENT) {
             /* Out of descriptors (EMFILE, ENFILE), no memory: not an eviction, and a new
              * job would not help. */
-            job_unref_locked(jb);
+            leave_locked(j, jb);
             pthread_mutex_unlock(&j->lock);
             return -oerr;
         }
         /* Evicted (or removed by hand) since the job ended: forget the job, run a new one. */
         if (jb->in_table)
             table_drop_locked(j, rel);
-        job_unref_locked(jb);
+        leave_locked(j, jb);
         pthread_mutex_unlock(&j->lock);
         r = -oerr;
     }
@@ -506,6 +525,10 @@ job_finish(struct hc_jobs *j, struct job *jb, int ok, const char *out_path, uint
         j->cfg.on_end(j->cfg.on_end_ctx, jb->rel); /* rel never changes: no lock needed */
     pthread_mutex_lock(&j->lock);
     jb->announced = 1;
+    if (jb->pinned && (jb->state != HC_JOB_DONE || jb->waiters == 0)) {
+        hc_tc_unpin(j->cfg.tc, jb->key);
+        jb->pinned = 0;
+    }
     pthread_cond_broadcast(&j->cond);
     pthread_mutex_unlock(&j->lock);
     if (ok && j->cfg.paths) {
@@ -602,11 +625,16 @@ job_run(struct hc_jobs *j, struct job *jb)
         goto fail;
     }
 
+    /* From here to its end the job keeps its output from eviction: a reader waiting for it
+     * opens it after the commit (a cache smaller than the outputs in flight would evict
+     * them in between). */
+    int pin = hc_tc_pin(j->cfg.tc, key) == 0;
     /* Same bytes already being upscaled under another name: share that run. */
     pthread_mutex_lock(&j->lock);
     struct job *twin = running_with_key_locked(j, jb, key);
     memcpy(jb->key, key, sizeof(key));
     jb->has_key = 1;
+    jb->pinned = pin;
     if (twin) {
         twin->refs++;
         j->st.shared++;

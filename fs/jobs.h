@@ -74,12 +74,16 @@ int hc_jobs_prefetch(struct hc_jobs *j, const char *rel);
  * (the job goes on for others). On success returns 0 with *fd open read-only on the output
  * (fd may be NULL: only the size is wanted), *size its size and *keep_cache 1 when this job's
  * output was opened before (the kernel's cached pages for the path are this output's).
+ * pin_key (HC_TC_KEY_LEN + 1 bytes, or NULL), with fd: the output's cache key, pinned in the
+ * cache (hc_tc_pin) so that it is not evicted while the caller reads it; the caller unpins
+ * it when done (hc_tc_unpin). "" when no pin was taken.
  * Fails with -EIO when the job failed (reason in err, a buffer of errlen bytes, and in the
  * status), -ENOENT when the input is gone. A job that failed because the file it read was
  * rewritten or removed meanwhile is not a failure of the path: the wait goes on for the
  * version the path has now. */
 int hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), void *stop_ctx,
-                        int *fd, uint64_t *size, int *keep_cache, char *err, size_t errlen);
+                        int *fd, uint64_t *size, int *keep_cache, char *pin_key, char *err,
+                        size_t errlen);
 
 /* Never waits: when the version of rel whose lstat is st has a finished job, copies its
  * output's file name in the cache (its cache key and extension) into name and returns 0;

@@ -44,11 +44,12 @@ enum hkind { H_INPUT = 1, H_UPSCALED };
 struct handle {
     enum hkind kind;
     int fd;
-    int written;     /* input/: written or truncated through this handle */
-    int backing_id;  /* upscaled/: FUSE passthrough id, 0 when none */
-    int backing_ref; /* upscaled/: holds a share in fs->backing (put at release) */
-    char *rel;       /* input path at open time (for prefetch on release) */
-    struct stat ist; /* upscaled/: the input's attributes at open time */
+    int written;                 /* input/: written or truncated through this handle */
+    int backing_id;              /* upscaled/: FUSE passthrough id, 0 when none */
+    int backing_ref;             /* upscaled/: holds a share in fs->backing (put at release) */
+    char *rel;                   /* input path at open time (for prefetch on release) */
+    struct stat ist;             /* upscaled/: the input's attributes at open time */
+    char pin[HC_TC_KEY_LEN + 1]; /* upscaled/: the output's key, pinned in the cache; "" */
 };
 
 static struct hcfs *
@@ -191,7 +192,8 @@ hc_getattr(const char *path, struct stat *st, struct fuse_file_info *fi)
             /* exact_size: plain stat waits for the output (documented in README). A failed
              * job reports 0 bytes; open says EIO and user.hc.error why. */
             uint64_t sz = 0;
-            r = hc_jobs_open_output(fs->jobs, rel, stop_waiting, fs, NULL, &sz, NULL, NULL, 0);
+            r = hc_jobs_open_output(fs->jobs, rel, stop_waiting, fs, NULL, &sz, NULL, NULL, NULL,
+                                    0);
             if (r == -EINTR || r == -ENOENT)
                 return r;
             set_size(st, r == 0 ? sz : 0);
@@ -607,20 +609,39 @@ caller_holds(void *ctx, const char *rel)
     return found;
 }
 
+/* Pins the output named name ("<key>.<ext>") in the cache; its key into pin. */
+static int
+pin_of(struct hcfs *fs, const char *name, char pin[HC_TC_KEY_LEN + 1])
+{
+    size_t n = strcspn(name, ".");
+    if (n != HC_TC_KEY_LEN)
+        return 0;
+    memcpy(pin, name, n);
+    pin[n] = 0;
+    if (hc_tc_pin(fs->tc, pin) == 0)
+        return 1;
+    pin[0] = 0;
+    return 0;
+}
+
 /* Hands fd (an output) to the open as its handle; backing_ref: the open holds a share of
- * fs->backing (put at release), whose id is backing_id (0: none). */
+ * fs->backing (put at release), whose id is backing_id (0: none); pin: the output's key,
+ * pinned in the cache for the handle's life ("" when not). */
 static int
 serve_upscaled(struct hcfs *fs, const char *rel, const struct stat *ist, int fd, int backing_ref,
-               int backing_id, int keep, struct fuse_file_info *fi)
+               int backing_id, int keep, const char *pin, struct fuse_file_info *fi)
 {
     struct handle *h = handle_new(H_UPSCALED, fd, rel);
     if (!h) {
         close(fd);
         if (backing_ref)
             hc_backing_put(fs->backing, rel);
+        if (*pin)
+            hc_tc_unpin(fs->tc, pin);
         return -ENOMEM;
     }
     h->ist = *ist;
+    snprintf(h->pin, sizeof(h->pin), "%s", pin);
     h->backing_ref = backing_ref;
     h->backing_id = backing_id;
     if (backing_id > 0)
@@ -646,7 +667,7 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
 {
     struct stat ist;
     struct hc_image_info info;
-    char err[256], name[PATH_MAX];
+    char err[256], name[PATH_MAX], pin[HC_TC_KEY_LEN + 1] = "";
     int fd = -1, keep = 0, id = 0;
     uint64_t size = 0;
 
@@ -658,26 +679,34 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
     if (r == 1)
         return -EISDIR;
     /* The quick way for a file opened again: its output is done and its registration is
-     * still there (open elsewhere, or lingering after the last close): one lstat in all. */
+     * still there (open elsewhere, or lingering after the last close). Pinned first, so
+     * that the reuse's check that the file is still in the cache holds. */
     if (fs->backing && hc_jobs_done_name(fs->jobs, rel, &ist, name, sizeof(name)) == 0 &&
-        (id = hc_backing_reuse(fs->backing, rel, name, &fd)) > 0)
-        return serve_upscaled(fs, rel, &ist, fd, 1, id, 0, fi);
-    r = hc_jobs_open_output(fs->jobs, rel, stop_waiting, fs, &fd, &size, &keep, err, sizeof(err));
+        pin_of(fs, name, pin)) {
+        if ((id = hc_backing_reuse(fs->backing, rel, name, &fd)) > 0)
+            return serve_upscaled(fs, rel, &ist, fd, 1, id, 0, pin, fi);
+        hc_tc_unpin(fs->tc, pin);
+        pin[0] = 0;
+    }
+    r = hc_jobs_open_output(fs->jobs, rel, stop_waiting, fs, &fd, &size, &keep, pin, err,
+                            sizeof(err));
     if (r == -EINTR && !fuse_interrupted())
         return -EIO; /* unmounting: the caller was not interrupted, the mount goes away */
     if (r < 0)
         return r; /* -EIO: the reason is in user.hc.error */
     if (!fs->backing)
-        return serve_upscaled(fs, rel, &ist, fd, 0, 0, keep, fi);
+        return serve_upscaled(fs, rel, &ist, fd, 0, 0, keep, pin, fi);
     /* A done output is a plain file: with passthrough the kernel reads it itself, from the
      * cache file's page cache, and no read comes here. */
     out_name(fd, name, sizeof(name));
     id = hc_backing_get(fs->backing, rel, fd, name, stop_waiting, caller_holds, fs, fs->timeout_s);
     if (id < 0) {
         close(fd);
+        if (*pin)
+            hc_tc_unpin(fs->tc, pin);
         return id == -EINTR && !fuse_interrupted() ? -EIO : id;
     }
-    return serve_upscaled(fs, rel, &ist, fd, 1, id, keep, fi);
+    return serve_upscaled(fs, rel, &ist, fd, 1, id, keep, pin, fi);
 }
 
 static int
@@ -797,6 +826,8 @@ hc_release(const char *path, struct fuse_file_info *fi)
     }
     if (h->backing_ref)
         hc_backing_put(fs->backing, h->rel);
+    if (h->pin[0])
+        hc_tc_unpin(fs->tc, h->pin);
     handle_free(h);
     return 0;
 }

@@ -4,7 +4,7 @@
 if(HC_CORE_ONLY OR NOT TARGET hcfs)
   return()
 endif()
-foreach(t passthrough kernel_passthrough readers exact_size cache evicted bad_files finder versions replaced rewritten kill9 signals sigterm_reading
+foreach(t passthrough kernel_passthrough readers exact_size cache evicted tiny_cache bad_files finder versions replaced rewritten kill9 signals sigterm_reading
           svc_readers svc_down svc_token svc_failover svc_resume)
   add_test(NAME fs_${t} COMMAND ${HC_REF_PYTHON} ${CMAKE_CURRENT_SOURCE_DIR}/fs_test.py ${t})
   set_tests_properties(fs_${t} PROPERTIES LABELS integration SKIP_RETURN_CODE 77 TIMEOUT 300

@@ -469,6 +469,61 @@ def case_evicted():
     check(m.unmount() == 0, "clean exit")
 
 
+def case_tiny_cache():
+    """A cache smaller than the outputs in flight (cache_max=1K, 12 files read at once): an
+    output is pinned from its job's commit until the readers waiting for it have it open,
+    and while any reader has it open, so every reader gets the bytes of `hc upscale` with
+    the exact size from fstat(), no job runs twice, and nothing fails with EIO. Once all are
+    closed, eviction brings the cache back to its bound."""
+    w = tmpdir("tiny")
+    n = 12
+    srcs = [make_image(os.path.join(w, "t%02d.png" % i), 150 + i, 110, 500 + i) for i in range(n)]
+    refs = {os.path.basename(p): hc_upscale(p, os.path.join(w, "ref%02d.png" % i))
+            for i, p in enumerate(srcs)}
+    m = Mount(w, "noprefetch,cache_max=1K")
+    subprocess.run(["cp"] + srcs + [m.input], check=True)
+    got, held = {}, []
+
+    def reader(name):
+        try:
+            fd = os.open(os.path.join(m.up, name), os.O_RDONLY)
+            size = os.fstat(fd).st_size
+            data = b""
+            while True:
+                b = os.read(fd, 1 << 20)
+                if not b:
+                    break
+                data += b
+            got[name] = (size, data)
+            held.append(fd)  # kept open: the output must stay while it is
+        except OSError as e:
+            got[name] = e
+
+    ts = [threading.Thread(target=reader, args=(name,)) for name in refs]
+    for t in ts:
+        t.start()
+    for t in ts:
+        t.join(120)
+    for name, ref in refs.items():
+        r = got.get(name)
+        check(not isinstance(r, Exception) and r is not None, "%s: %r" % (name, r))
+        check(r[1] == ref and r[0] == len(ref), "%s: fstat %d, %d bytes read, want %d" %
+              (name, r[0], len(r[1]), len(ref)))
+    check(m.jobs_run() == n, "jobs run: %d, want %d" % (m.jobs_run(), n))
+    # open outputs are in use: not evicted, stat says done with the exact size
+    time.sleep(0.5)
+    for name, ref in refs.items():
+        check(m.state(name) == "done", "%s while open: %s" % (name, m.state(name)))
+        check(os.stat(os.path.join(m.up, name)).st_size == len(ref), "%s: stat size" % name)
+    for fd in held:
+        os.close(fd)
+    end = time.time() + 30
+    while m.stat()["cache_entries"] > 1 and time.time() < end:
+        time.sleep(0.2)
+    check(m.stat()["cache_entries"] <= 1, "after the last close: %s" % m.stat())
+    check(m.unmount() == 0, "clean exit")
+
+
 def case_versions():
     """A job queued (prefetch) for an old version of a file never publishes output for the
     new one: overwrite a file while its job waits in the queue, read it, get the new
@@ -1092,6 +1147,7 @@ CASES = {
     "exact_size": case_exact_size,
     "cache": case_cache,
     "evicted": case_evicted,
+    "tiny_cache": case_tiny_cache,
     "bad_files": case_bad_files,
     "finder": case_finder,
     "versions": case_versions,

@@ -68,8 +68,8 @@ reader_main(void *arg)
 {
     struct reader *rd = arg;
     int keep = 0;
-    rd->r = hc_jobs_open_output(rd->j, "a.png", NULL, NULL, &rd->fd, &rd->size, &keep, rd->err,
-                                sizeof(rd->err));
+    rd->r = hc_jobs_open_output(rd->j, "a.png", NULL, NULL, &rd->fd, &rd->size, &keep, NULL,
+                                rd->err, sizeof(rd->err));
     rd->returned_after_end = __atomic_load_n(&rd->e->returned, __ATOMIC_SEQ_CST);
     return NULL;
 }
