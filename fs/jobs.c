@@ -270,18 +270,23 @@ deadline_in(struct timespec *ts, int ms)
     }
 }
 
-/* A reader is done with jb (j->lock held): the job's pin goes with its last waiting reader,
- * who holds a pin of its own by then. */
+/* A reader is done with jb: called with j->lock held, returns with it released. The job's
+ * pin goes with its last waiting reader, who holds a pin of its own by then; it is given
+ * back after the lock (the cache's lock may be held by slow work: eviction, a commit). */
 static void
-leave_locked(struct hc_jobs *j, struct job *jb)
+leave_unlock(struct hc_jobs *j, struct job *jb)
 {
+    char key[HC_TC_KEY_LEN + 1] = "";
     jb->waiters--;
     j->st.waiting--;
     if (jb->pinned && jb->waiters == 0 && jb->announced) {
-        hc_tc_unpin(j->cfg.tc, jb->key);
+        memcpy(key, jb->key, sizeof(key));
         jb->pinned = 0;
     }
     job_unref_locked(jb);
+    pthread_mutex_unlock(&j->lock);
+    if (key[0])
+        hc_tc_unpin(j->cfg.tc, key);
 }
 
 int
@@ -337,23 +342,20 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
         if (r == 0 && j->stopping && jb->state != HC_JOB_DONE && jb->state != HC_JOB_FAILED)
             r = -EINTR;
         if (r < 0) {
-            leave_locked(j, jb);
-            pthread_mutex_unlock(&j->lock);
+            leave_unlock(j, jb);
             return r;
         }
         if (jb->state == HC_JOB_FAILED && jb->stale) {
             /* The file this job read is gone or was rewritten while it ran: wait for the
              * version the path has now (or say ENOENT), not EIO. */
-            leave_locked(j, jb);
-            pthread_mutex_unlock(&j->lock);
+            leave_unlock(j, jb);
             r = -EAGAIN;
             continue;
         }
         if (jb->state == HC_JOB_FAILED) {
             if (err && errlen)
                 snprintf(err, errlen, "%s", jb->error);
-            leave_locked(j, jb);
-            pthread_mutex_unlock(&j->lock);
+            leave_unlock(j, jb);
             return -EIO;
         }
         /* DONE. Pinned before it is opened, the output cannot be evicted under the reader
@@ -365,7 +367,7 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
         uint64_t sz = jb->size;
         int kc = jb->opened;
         pthread_mutex_unlock(&j->lock);
-        int pinned = key[0] && hc_tc_pin(j->cfg.tc, key) == 0;
+        int pinned = key[0] && fd && hc_tc_pin(j->cfg.tc, key) == 0;
         int ofd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
         int oerr = !path ? ENOMEM : ofd < 0 ? errno : 0;
         free(path);
@@ -379,8 +381,7 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
             if (fstat(ofd, &ost) == 0)
                 sz = (uint64_t)ost.st_size;
             jb->opened = 1;
-            leave_locked(j, jb);
-            pthread_mutex_unlock(&j->lock);
+            leave_unlock(j, jb);
             if (fd)
                 *fd = ofd;
             else
@@ -396,15 +397,13 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
         if (oerr != ENOENT) {
             /* Out of descriptors (EMFILE, ENFILE), no memory: not an eviction, and a new
              * job would not help. */
-            leave_locked(j, jb);
-            pthread_mutex_unlock(&j->lock);
+            leave_unlock(j, jb);
             return -oerr;
         }
         /* Evicted (or removed by hand) since the job ended: forget the job, run a new one. */
         if (jb->in_table)
             table_drop_locked(j, rel);
-        leave_locked(j, jb);
-        pthread_mutex_unlock(&j->lock);
+        leave_unlock(j, jb);
         r = -oerr;
     }
     if (err && errlen)
@@ -523,14 +522,17 @@ job_finish(struct hc_jobs *j, struct job *jb, int ok, const char *out_path, uint
      * reads on_end's page invalidation may wait for has ended (hcfs would hang for good). */
     if (j->cfg.on_end && !stopping)
         j->cfg.on_end(j->cfg.on_end_ctx, jb->rel); /* rel never changes: no lock needed */
+    char unpin[HC_TC_KEY_LEN + 1] = "";
     pthread_mutex_lock(&j->lock);
     jb->announced = 1;
     if (jb->pinned && (jb->state != HC_JOB_DONE || jb->waiters == 0)) {
-        hc_tc_unpin(j->cfg.tc, jb->key);
+        memcpy(unpin, jb->key, sizeof(unpin));
         jb->pinned = 0;
     }
     pthread_cond_broadcast(&j->cond);
     pthread_mutex_unlock(&j->lock);
+    if (unpin[0])
+        hc_tc_unpin(j->cfg.tc, unpin);
     if (ok && j->cfg.paths) {
         struct stat st;
         memset(&st, 0, sizeof(st));
