@@ -216,7 +216,8 @@ class Mount:
 
 
 class Service:
-    """hc-gpu-service --listen 127.0.0.1:0 --backend cpu, its port read from stdout."""
+    """hc-gpu-service --listen 127.0.0.1:0 --backend cpu (or $HC_TEST_SERVICE_BACKEND: cuda on
+    the GPU machine), its port read from stdout."""
 
     def __init__(self, work, extra=()):
         require_service()
@@ -225,7 +226,8 @@ class Service:
         if "--token-file" in extra:
             self.token = open(extra[extra.index("--token-file") + 1]).readline().strip()
         self.logpath = os.path.join(work, "service-%d.log" % len(_procs))
-        self.proc = subprocess.Popen([SERVICE, "--listen", "127.0.0.1:0", "--backend", "cpu"] +
+        backend = os.environ.get("HC_TEST_SERVICE_BACKEND") or "cpu"
+        self.proc = subprocess.Popen([SERVICE, "--listen", "127.0.0.1:0", "--backend", backend] +
                                      list(extra), stdout=subprocess.PIPE,
                                      stderr=open(self.logpath, "w"), start_new_session=True)
         _procs.append(self.proc)
