@@ -13,6 +13,8 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
+
 struct entry {
     struct entry *next;
     char *rel;
@@ -45,18 +47,6 @@ struct hc_backing {
     uint64_t registered, reused;
 };
 
-/* The clock of idle_since and of the reaper's waits: one that is never set back where the
- * condition variable can use it. */
-static void
-clock_now(struct timespec *ts)
-{
-#if defined(__APPLE__)
-    clock_gettime(CLOCK_REALTIME, ts);
-#else
-    clock_gettime(CLOCK_MONOTONIC, ts);
-#endif
-}
-
 static void *reaper_main(void *arg);
 
 struct hc_backing *
@@ -67,14 +57,8 @@ hc_backing_new(int (*open_id)(void *ctx, int fd), void (*close_id)(void *ctx, in
     if (!b)
         return NULL;
     pthread_mutex_init(&b->lock, NULL);
-    pthread_cond_init(&b->freed, NULL);
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-#if !defined(__APPLE__)
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-#endif
-    pthread_cond_init(&b->work, &ca);
-    pthread_condattr_destroy(&ca);
+    hc_cond_init_steady(&b->freed);
+    hc_cond_init_steady(&b->work); /* idle_since and the reaper's waits: hc_steady_now */
     b->open_id = open_id;
     b->close_id = close_id;
     b->ctx = ctx;
@@ -108,12 +92,10 @@ entry_end(struct hc_backing *b, struct entry **pe)
     entry_free(e);
 }
 
-/* Ends the reaper and every lingering entry; entries still open stay until their put. */
-void
-hc_backing_stop(struct hc_backing *b)
+/* Tells the reaper to stop and waits for it (once; not under b->lock). */
+static void
+reaper_end(struct hc_backing *b)
 {
-    if (!b)
-        return;
     pthread_mutex_lock(&b->lock);
     b->stopping = 1;
     pthread_cond_broadcast(&b->work);
@@ -121,6 +103,15 @@ hc_backing_stop(struct hc_backing *b)
     if (b->reaper_on)
         pthread_join(b->reaper, NULL);
     b->reaper_on = 0;
+}
+
+/* Ends the reaper and every lingering entry; entries still open stay until their put. */
+void
+hc_backing_stop(struct hc_backing *b)
+{
+    if (!b)
+        return;
+    reaper_end(b);
     pthread_mutex_lock(&b->lock);
     b->linger_ms = 0;
     for (struct entry **pe = &b->list; *pe;) {
@@ -138,13 +129,7 @@ hc_backing_free(struct hc_backing *b)
 {
     if (!b)
         return;
-    if (b->reaper_on) {
-        pthread_mutex_lock(&b->lock);
-        b->stopping = 1;
-        pthread_cond_broadcast(&b->work);
-        pthread_mutex_unlock(&b->lock);
-        pthread_join(b->reaper, NULL);
-    }
+    reaper_end(b);
     while (b->list) {
         struct entry *e = b->list;
         b->list = e->next;
@@ -171,13 +156,6 @@ find(struct hc_backing *b, const char *rel)
     return *find_link(b, rel);
 }
 
-/* Milliseconds from a to b. */
-static long long
-ms_between(const struct timespec *a, const struct timespec *b)
-{
-    return (long long)(b->tv_sec - a->tv_sec) * 1000 + (b->tv_nsec - a->tv_nsec) / 1000000;
-}
-
 /* Gives back the ids of the entries that lingered long enough, then sleeps until the next
  * one is due. */
 static void *
@@ -188,10 +166,10 @@ reaper_main(void *arg)
     while (!b->stopping) {
         struct timespec now;
         long long next = -1;
-        clock_now(&now);
+        hc_steady_now(&now);
         for (struct entry **pe = &b->list; *pe;) {
             struct entry *e = *pe;
-            long long idle = e->refs == 0 ? ms_between(&e->idle_since, &now) : -1;
+            long long idle = e->refs == 0 ? hc_ms_between(&e->idle_since, &now) : -1;
             if (e->refs == 0 && idle >= b->linger_ms) {
                 entry_end(b, pe);
                 continue;
@@ -207,13 +185,7 @@ reaper_main(void *arg)
             continue;
         }
         struct timespec until = now;
-        next += 1;
-        until.tv_sec += next / 1000;
-        until.tv_nsec += (next % 1000) * 1000000L;
-        if (until.tv_nsec >= 1000000000L) {
-            until.tv_sec++;
-            until.tv_nsec -= 1000000000L;
-        }
+        hc_timespec_add_ms(&until, next + 1);
         (void)pthread_cond_timedwait(&b->work, &b->lock, &until);
     }
     pthread_mutex_unlock(&b->lock);
@@ -325,8 +297,7 @@ hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *name, 
 
     if (fstat(fd, &st) < 0)
         return -errno;
-    clock_gettime(CLOCK_REALTIME, &deadline);
-    deadline.tv_sec += timeout_s > 0 ? timeout_s : 60;
+    hc_deadline_in(&deadline, (timeout_s > 0 ? timeout_s : 60) * 1000LL);
     pthread_mutex_lock(&b->lock);
     for (;;) {
         /* The path's current opens decide first, whatever became of passthrough since:
@@ -355,7 +326,7 @@ hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *name, 
             break;
         }
         struct timespec now, slice;
-        clock_gettime(CLOCK_REALTIME, &now);
+        hc_steady_now(&now);
         if (!asked && holds) {
             asked = 1;
             /* Asked without the lock: it reads /proc, and the entry may go meanwhile
@@ -363,23 +334,18 @@ hc_backing_get(struct hc_backing *b, const char *rel, int fd, const char *name, 
             pthread_mutex_unlock(&b->lock);
             int self = holds(arg, rel);
             pthread_mutex_lock(&b->lock);
-            if (self && deadline.tv_sec > now.tv_sec + 2) {
+            if (self && hc_ms_between(&now, &deadline) > 2000) {
                 deadline = now;
-                deadline.tv_sec += 2;
+                hc_timespec_add_ms(&deadline, 2000);
             }
             continue;
         }
-        if (now.tv_sec > deadline.tv_sec ||
-            (now.tv_sec == deadline.tv_sec && now.tv_nsec >= deadline.tv_nsec)) {
+        if (hc_ms_between(&now, &deadline) <= 0) {
             r = -EBUSY;
             break;
         }
         slice = now;
-        slice.tv_nsec += 100 * 1000 * 1000;
-        if (slice.tv_nsec >= 1000000000L) {
-            slice.tv_sec++;
-            slice.tv_nsec -= 1000000000L;
-        }
+        hc_timespec_add_ms(&slice, 100);
         (void)pthread_cond_timedwait(&b->freed, &b->lock, &slice);
     }
     pthread_mutex_unlock(&b->lock);
@@ -432,7 +398,7 @@ hc_backing_put(struct hc_backing *b, const char *rel)
             continue;
         if (--e->refs == 0) {
             if (e->id > 0 && e->fd >= 0 && b->linger_ms && !b->stopping) {
-                clock_now(&e->idle_since);
+                hc_steady_now(&e->idle_since);
                 end_oldest_over(b, LINGER_MAX);
                 /* A reaper already waiting for an earlier deadline looks again then: this
                  * entry's is later. Waking it on every close would cost a switch each. */

@@ -12,12 +12,12 @@
  *
  * A registration outlives its last open by linger_ms: a program that opens the same file
  * again and again (a viewer's probe and then its read, a loop) then finds it ready, and the
- * open costs one lstat in hcfs instead of opening the cache file and registering it again.
- * A reaper thread gives the id back when the time is up (at most 64 linger: the oldest
- * goes first); a newer version replaces a
- * lingering older one at once (nobody reads it). A lingering entry holds its cache file
- * open, so an evicted file's blocks are freed at most linger_ms late; it is not reused once
- * the file is gone from the cache (the next open runs the job again, as without it).
+ * open costs hcfs one lstat, a pin in the cache and a dup instead of opening the cache file
+ * and registering it again. A reaper thread gives the id back when the time is up (at most
+ * 64 linger: the oldest goes first); a newer version replaces a lingering older one at once
+ * (nobody reads it). A lingering entry holds its cache file open, so an evicted file's
+ * blocks are freed at most linger_ms late; it is not reused once the file is gone from the
+ * cache (the next open runs the job again, as without it).
  *
  * Thread safety: every function may be called from any thread.
  */
@@ -33,9 +33,9 @@ extern "C" {
 struct hc_backing;
 
 /* open_id(ctx, fd) registers a descriptor with the kernel and returns its id (> 0) or
- * -errno; close_id(ctx, id) releases one (hc_platform_passthrough_open / _close in hcfs).
- * close_id is also called from the reaper thread. linger_ms 0: an id goes with its last
- * open. */
+ * -errno; close_id(ctx, id) releases one (in hcfs: the ioctls of fs/platform.c on the
+ * mount's /dev/fuse descriptor). close_id is also called from the reaper thread. linger_ms 0: an id
+ * goes with its last open. */
 struct hc_backing *hc_backing_new(int (*open_id)(void *ctx, int fd),
                                   void (*close_id)(void *ctx, int id), void *ctx, int linger_ms);
 /* Stops the reaper and gives back every lingering id now, while the FUSE connection is

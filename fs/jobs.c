@@ -17,6 +17,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "error.h"
 #include "pipeline.h"
 #include "platform.h"
@@ -258,15 +259,14 @@ hc_jobs_prefetch(struct hc_jobs *j, const char *rel)
     return r;
 }
 
+/* Takes the job's own pin off it (j->lock held): key gets what to give to hc_tc_unpin once
+ * the lock is released ("" when the job held none). */
 static void
-deadline_in(struct timespec *ts, int ms)
+pin_off_locked(struct job *jb, char key[HC_TC_KEY_LEN + 1])
 {
-    clock_gettime(CLOCK_REALTIME, ts);
-    ts->tv_sec += ms / 1000;
-    ts->tv_nsec += (long)(ms % 1000) * 1000000L;
-    if (ts->tv_nsec >= 1000000000L) {
-        ts->tv_sec++;
-        ts->tv_nsec -= 1000000000L;
+    if (jb->pinned) {
+        memcpy(key, jb->key, HC_TC_KEY_LEN + 1);
+        jb->pinned = 0;
     }
 }
 
@@ -279,10 +279,8 @@ leave_unlock(struct hc_jobs *j, struct job *jb)
     char key[HC_TC_KEY_LEN + 1] = "";
     jb->waiters--;
     j->st.waiting--;
-    if (jb->pinned && jb->waiters == 0 && jb->announced) {
-        memcpy(key, jb->key, sizeof(key));
-        jb->pinned = 0;
-    }
+    if (jb->waiters == 0 && jb->announced)
+        pin_off_locked(jb, key);
     job_unref_locked(jb);
     pthread_mutex_unlock(&j->lock);
     if (key[0])
@@ -298,8 +296,8 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
     if (err && errlen)
         err[0] = '\0';
 
-    /* Two rounds at most: the output of a DONE job can be evicted between the job's end
-     * and our open; then one new job runs. */
+    /* Three rounds at most: the output of a DONE job can be evicted between the job's end
+     * and our open (then a new job runs), or the input rewritten while its job ran. */
     for (int round = 0; round < 3; round++) {
         struct stat st;
         struct sig s;
@@ -336,7 +334,7 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
                 break;
             }
             struct timespec ts;
-            deadline_in(&ts, WAIT_SLICE_MS);
+            hc_deadline_in(&ts, WAIT_SLICE_MS);
             pthread_cond_timedwait(&j->cond, &j->lock, &ts);
         }
         if (r == 0 && j->stopping && jb->state != HC_JOB_DONE && jb->state != HC_JOB_FAILED)
@@ -367,7 +365,7 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
         uint64_t sz = jb->size;
         int kc = jb->opened;
         pthread_mutex_unlock(&j->lock);
-        int pinned = key[0] && fd && hc_tc_pin(j->cfg.tc, key) == 0;
+        int pinned = key[0] && fd && pin_key && hc_tc_pin(j->cfg.tc, key) == 0;
         int ofd = path ? open(path, O_RDONLY | O_CLOEXEC) : -1;
         int oerr = !path ? ENOMEM : ofd < 0 ? errno : 0;
         free(path);
@@ -414,18 +412,23 @@ hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *), voi
 }
 
 int
-hc_jobs_done_name(struct hc_jobs *j, const char *rel, const struct stat *st, char *name, size_t len)
+hc_jobs_done_name(struct hc_jobs *j, const char *rel, const struct stat *st, char *name, size_t len,
+                  char key[HC_TC_KEY_LEN + 1])
 {
     struct sig s;
     int r = -ENOENT;
     sig_of(st, &s);
     pthread_mutex_lock(&j->lock);
     struct job *jb = table_get_locked(j, rel);
-    if (jb && sig_eq(&jb->sig, &s) && jb->state == HC_JOB_DONE && jb->announced && jb->out_path) {
+    if (jb && sig_eq(&jb->sig, &s) && jb->state == HC_JOB_DONE && jb->announced && jb->out_path &&
+        jb->has_key) {
         const char *b = strrchr(jb->out_path, '/');
         b = b ? b + 1 : jb->out_path;
-        if ((size_t)snprintf(name, len, "%s", b) < len)
+        if (strlen(b) < len) {
+            memcpy(name, b, strlen(b) + 1);
+            memcpy(key, jb->key, HC_TC_KEY_LEN + 1);
             r = 0;
+        }
     }
     pthread_mutex_unlock(&j->lock);
     return r;
@@ -525,10 +528,8 @@ job_finish(struct hc_jobs *j, struct job *jb, int ok, const char *out_path, uint
     char unpin[HC_TC_KEY_LEN + 1] = "";
     pthread_mutex_lock(&j->lock);
     jb->announced = 1;
-    if (jb->pinned && (jb->state != HC_JOB_DONE || jb->waiters == 0)) {
-        memcpy(unpin, jb->key, sizeof(unpin));
-        jb->pinned = 0;
-    }
+    if (jb->state != HC_JOB_DONE || jb->waiters == 0)
+        pin_off_locked(jb, unpin);
     pthread_cond_broadcast(&j->cond);
     pthread_mutex_unlock(&j->lock);
     if (unpin[0])
@@ -642,7 +643,7 @@ job_run(struct hc_jobs *j, struct job *jb)
         j->st.shared++;
         while ((twin->state == HC_JOB_QUEUED || twin->state == HC_JOB_RUNNING) && !jb->cancel) {
             struct timespec ts;
-            deadline_in(&ts, WAIT_SLICE_MS);
+            hc_deadline_in(&ts, WAIT_SLICE_MS);
             pthread_cond_timedwait(&j->cond, &j->lock, &ts);
         }
         int ok = twin->state == HC_JOB_DONE;
@@ -849,7 +850,7 @@ hc_jobs_start(const struct hc_jobs_cfg *cfg, struct hc_jobs **out)
     }
     j->cfg.data_dir = j->data_dir;
     pthread_mutex_init(&j->lock, NULL);
-    pthread_cond_init(&j->cond, NULL);
+    hc_cond_init_steady(&j->cond);
     for (int i = 0; i < j->cfg.nworkers; i++) {
         struct worker_arg *wa = malloc(sizeof(*wa));
         if (!wa) {

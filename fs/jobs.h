@@ -48,10 +48,11 @@ struct hc_jobs_cfg {
     int store_tiles;          /* with a client: keep tiles in the cache as they arrive */
     struct hc_pathmap *paths; /* outputs remembered across mounts (kept, not owned); NULL */
     /* Called from a worker when a job of rel ends (done or failed): after its state says
-     * so (a status asked meanwhile gets the exact size) and before any waiting reader
-     * wakes. hcfs drops the kernel's cached attributes of upscaled/<rel> there, so the size
-     * a reader sees after open() is the output's. Not called for jobs that end once
-     * hc_jobs_stop has begun. May be NULL. */
+     * so (a status asked meanwhile gets the exact size) and before the readers waiting for
+     * it to be done are let go (those of a failed job may see the failure first). hcfs
+     * drops the kernel's cached attributes of upscaled/<rel> there, so the size a reader
+     * sees after open() is the output's. Not called for jobs that end once hc_jobs_stop
+     * has begun. May be NULL. */
     void (*on_end)(void *ctx, const char *rel);
     void *on_end_ctx;
 };
@@ -86,10 +87,11 @@ int hc_jobs_open_output(struct hc_jobs *j, const char *rel, int (*stop)(void *),
                         size_t errlen);
 
 /* Never waits: when the version of rel whose lstat is st has a finished job, copies its
- * output's file name in the cache (its cache key and extension) into name and returns 0;
- * else -ENOENT. The file itself may have been evicted since. */
+ * output's file name in the cache (its cache key and extension) into name (len bytes) and
+ * the key into key, and returns 0; else (also when name would not fit) -ENOENT and writes
+ * nothing. The file itself may have been evicted since. */
 int hc_jobs_done_name(struct hc_jobs *j, const char *rel, const struct stat *st, char *name,
-                      size_t len);
+                      size_t len, char key[HC_TC_KEY_LEN + 1]);
 
 enum hc_job_state {
     HC_JOB_NONE = 0, /* no job for this version of the file yet */

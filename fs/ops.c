@@ -609,19 +609,15 @@ caller_holds(void *ctx, const char *rel)
     return found;
 }
 
-/* Pins the output named name ("<key>.<ext>") in the cache; its key into pin. */
-static int
-pin_of(struct hcfs *fs, const char *name, char pin[HC_TC_KEY_LEN + 1])
+/* Gives back what an open of upscaled/<rel> holds besides its descriptor and handle: its
+ * share of the passthrough registration and its pin in the cache. */
+static void
+upscaled_let_go(struct hcfs *fs, const char *rel, int backing_ref, const char *pin)
 {
-    size_t n = strcspn(name, ".");
-    if (n != HC_TC_KEY_LEN)
-        return 0;
-    memcpy(pin, name, n);
-    pin[n] = 0;
-    if (hc_tc_pin(fs->tc, pin) == 0)
-        return 1;
-    pin[0] = 0;
-    return 0;
+    if (backing_ref)
+        hc_backing_put(fs->backing, rel);
+    if (*pin)
+        hc_tc_unpin(fs->tc, pin);
 }
 
 /* Hands fd (an output) to the open as its handle; backing_ref: the open holds a share of
@@ -634,10 +630,7 @@ serve_upscaled(struct hcfs *fs, const char *rel, const struct stat *ist, int fd,
     struct handle *h = handle_new(H_UPSCALED, fd, rel);
     if (!h) {
         close(fd);
-        if (backing_ref)
-            hc_backing_put(fs->backing, rel);
-        if (*pin)
-            hc_tc_unpin(fs->tc, pin);
+        upscaled_let_go(fs, rel, backing_ref, pin);
         return -ENOMEM;
     }
     h->ist = *ist;
@@ -667,7 +660,7 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
 {
     struct stat ist;
     struct hc_image_info info;
-    char err[256], name[PATH_MAX], pin[HC_TC_KEY_LEN + 1] = "";
+    char err[256], name[PATH_MAX], key[HC_TC_KEY_LEN + 1], pin[HC_TC_KEY_LEN + 1] = "";
     int fd = -1, keep = 0, id = 0;
     uint64_t size = 0;
 
@@ -681,12 +674,11 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
     /* The quick way for a file opened again: its output is done and its registration is
      * still there (open elsewhere, or lingering after the last close). Pinned first, so
      * that the reuse's check that the file is still in the cache holds. */
-    if (fs->backing && hc_jobs_done_name(fs->jobs, rel, &ist, name, sizeof(name)) == 0 &&
-        pin_of(fs, name, pin)) {
+    if (fs->backing && hc_jobs_done_name(fs->jobs, rel, &ist, name, sizeof(name), key) == 0 &&
+        hc_tc_pin(fs->tc, key) == 0) {
         if ((id = hc_backing_reuse(fs->backing, rel, name, &fd)) > 0)
-            return serve_upscaled(fs, rel, &ist, fd, 1, id, 0, pin, fi);
-        hc_tc_unpin(fs->tc, pin);
-        pin[0] = 0;
+            return serve_upscaled(fs, rel, &ist, fd, 1, id, 0, key, fi);
+        hc_tc_unpin(fs->tc, key);
     }
     r = hc_jobs_open_output(fs->jobs, rel, stop_waiting, fs, &fd, &size, &keep, pin, err,
                             sizeof(err));
@@ -702,8 +694,7 @@ open_upscaled(struct hcfs *fs, const char *rel, struct fuse_file_info *fi)
     id = hc_backing_get(fs->backing, rel, fd, name, stop_waiting, caller_holds, fs, fs->timeout_s);
     if (id < 0) {
         close(fd);
-        if (*pin)
-            hc_tc_unpin(fs->tc, pin);
+        upscaled_let_go(fs, rel, 0, pin);
         return id == -EINTR && !fuse_interrupted() ? -EIO : id;
     }
     return serve_upscaled(fs, rel, &ist, fd, 1, id, keep, pin, fi);
@@ -824,10 +815,8 @@ hc_release(const char *path, struct fuse_file_info *fi)
             maybe_prefetch(fs, h->rel);
         }
     }
-    if (h->backing_ref)
-        hc_backing_put(fs->backing, h->rel);
-    if (h->pin[0])
-        hc_tc_unpin(fs->tc, h->pin);
+    if (h->kind == H_UPSCALED)
+        upscaled_let_go(fs, h->rel, h->backing_ref, h->pin);
     handle_free(h);
     return 0;
 }

@@ -492,10 +492,10 @@ def case_evicted():
 
 def case_tiny_cache():
     """A cache smaller than the outputs in flight (cache_max=1K, 12 files read at once): an
-    output is pinned from its job's commit until the readers waiting for it have it open,
-    and while any reader has it open, so every reader gets the bytes of `hc upscale` with
-    the exact size from fstat(), no job runs twice, and nothing fails with EIO. Once all are
-    closed, eviction brings the cache back to its bound."""
+    output is pinned from the moment its job knows the key until the readers waiting for it
+    have it open, and while any reader has it open, so every reader gets the bytes of
+    `hc upscale` with the exact size from fstat(), no job runs twice, and nothing fails with
+    EIO. Once all are closed, eviction brings the cache back to its bound."""
     w = tmpdir("tiny")
     n = 12
     srcs = [make_image(os.path.join(w, "t%02d.png" % i), 150 + i, 110, 500 + i) for i in range(n)]

@@ -38,7 +38,7 @@ static void
 on_end(void *ctx, const char *rel)
 {
     struct end_seen *e = ctx;
-    char path[PATH_MAX + 300], name[256];
+    char path[PATH_MAX + 300], name[256], key[HC_TC_KEY_LEN + 1];
     struct stat st;
     struct hc_job_status s;
 
@@ -47,7 +47,7 @@ on_end(void *ctx, const char *rel)
     hc_jobs_status(e->j, rel, &st, &s);
     e->state = s.state;
     e->size = s.size;
-    e->name_r = hc_jobs_done_name(e->j, rel, &st, name, sizeof(name));
+    e->name_r = hc_jobs_done_name(e->j, rel, &st, name, sizeof(name), key);
     e->calls++;
     /* Long enough that a reader let go too early is seen returning before us. */
     struct timespec d = {0, 300 * 1000 * 1000};
@@ -60,6 +60,7 @@ struct reader {
     struct end_seen *e;
     int r, fd, returned_after_end;
     uint64_t size;
+    char pin[HC_TC_KEY_LEN + 1]; /* the key pinned for the reader */
     char err[256];
 };
 
@@ -68,7 +69,7 @@ reader_main(void *arg)
 {
     struct reader *rd = arg;
     int keep = 0;
-    rd->r = hc_jobs_open_output(rd->j, "a.png", NULL, NULL, &rd->fd, &rd->size, &keep, NULL,
+    rd->r = hc_jobs_open_output(rd->j, "a.png", NULL, NULL, &rd->fd, &rd->size, &keep, rd->pin,
                                 rd->err, sizeof(rd->err));
     rd->returned_after_end = __atomic_load_n(&rd->e->returned, __ATOMIC_SEQ_CST);
     return NULL;
@@ -131,11 +132,15 @@ case_end_order(void)
     HC_CHECK_MSG(e.name_r == -ENOENT, "the quick reopen path offered the output inside on_end");
     HC_CHECK_MSG(rd.returned_after_end, "the waiting reader returned before on_end did");
 
-    /* Announced now: the quick path names the output the reader got. */
+    /* Announced now: the quick path names the output the reader got, and its key is the
+     * one pinned for the reader. */
     struct stat ist;
-    char name[256];
+    char name[256], key[HC_TC_KEY_LEN + 1];
     HC_CHECK(lstat(in, &ist) == 0);
-    HC_CHECK_EQ(hc_jobs_done_name(j, "a.png", &ist, name, sizeof(name)), 0);
+    HC_CHECK_EQ(hc_jobs_done_name(j, "a.png", &ist, name, sizeof(name), key), 0);
+    HC_CHECK_MSG(strcmp(rd.pin, key) == 0, "pinned '%s', done key %s", rd.pin, key);
+    HC_CHECK_MSG(strncmp(name, key, HC_TC_KEY_LEN) == 0 && name[HC_TC_KEY_LEN] == '.',
+                 "name %s, key %s", name, key);
 #ifdef __linux__
     char want[PATH_MAX + 64], got[PATH_MAX];
     snprintf(want, sizeof(want), "/proc/self/fd/%d", rd.fd);
@@ -147,6 +152,7 @@ case_end_order(void)
 #endif
 
     close(rd.fd);
+    hc_tc_unpin(tc, rd.pin);
     hc_jobs_stop(j);
     hc_tc_close(tc);
 }
@@ -154,16 +160,23 @@ case_end_order(void)
 int
 main(int argc, char **argv)
 {
+    static const struct {
+        const char *name;
+        void (*fn)(void);
+    } cases[] = {
+        {"end_order", case_end_order},
+    };
     if (argc != 2) {
-        fprintf(stderr, "usage: test_jobs end_order\n");
+        fprintf(stderr, "usage: test_jobs CASE\n");
         return 2;
     }
-    if (strcmp(argv[1], "end_order") == 0)
-        case_end_order();
-    else {
-        fprintf(stderr, "test_jobs: unknown case %s\n", argv[1]);
-        return 2;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        if (strcmp(argv[1], cases[i].name) == 0) {
+            cases[i].fn();
+            printf("ok: %s\n", argv[1]);
+            return 0;
+        }
     }
-    printf("ok: %s\n", argv[1]);
-    return 0;
+    fprintf(stderr, "test_jobs: no case '%s'\n", argv[1]);
+    return 2;
 }

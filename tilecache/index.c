@@ -216,20 +216,25 @@ row_read(sqlite3_stmt *st, struct hc_tc_row *r)
         snprintf(r->error, sizeof r->error, "%s", (const char *)error);
 }
 
-/* Steps a statement that returns at most one row. 0 and *r, -ENOENT, or -errno. */
+/* Steps a query for its first row that skip(ctx, key) does not pass over (skip may be NULL:
+ * the first row). 0 and *r, -ENOENT, or -errno. Rows are read lazily: each skipped row
+ * costs one step. */
 static int
-index_one(struct hc_tc_index *ix, sqlite3_stmt *st, struct hc_tc_row *r, const char *what)
+index_one(struct hc_tc_index *ix, sqlite3_stmt *st, struct hc_tc_row *r, const char *what,
+          int (*skip)(void *ctx, const char *key), void *ctx)
 {
-    int rc = sqlite3_step(st), err;
+    int rc, err = -ENOENT;
 
-    if (rc == SQLITE_ROW) {
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        const unsigned char *key = sqlite3_column_text(st, 0);
+        if (skip && key && skip(ctx, (const char *)key))
+            continue;
         row_read(st, r);
         err = 0;
-    } else if (rc == SQLITE_DONE) {
-        err = -ENOENT;
-    } else {
-        err = index_fail(ix, rc, what);
+        break;
     }
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
+        err = index_fail(ix, rc, what);
     sqlite3_reset(st);
     sqlite3_clear_bindings(st);
     return err;
@@ -253,7 +258,7 @@ hc_tc_index_get(struct hc_tc_index *ix, const char *key, struct hc_tc_row *r)
     sqlite3_stmt *st = ix->st[ST_GET];
 
     sqlite3_bind_text(st, 1, key, -1, SQLITE_STATIC);
-    return index_one(ix, st, r, "lookup");
+    return index_one(ix, st, r, "lookup", NULL, NULL);
 }
 
 int
@@ -293,22 +298,7 @@ int
 hc_tc_index_oldest(struct hc_tc_index *ix, struct hc_tc_row *r,
                    int (*skip)(void *ctx, const char *key), void *ctx)
 {
-    sqlite3_stmt *st = ix->st[ST_OLDEST];
-    int rc, err = -ENOENT;
-
-    /* Rows come oldest first and are read lazily: skipped rows cost one step each. */
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const unsigned char *key = sqlite3_column_text(st, 0);
-        if (skip && key && skip(ctx, (const char *)key))
-            continue;
-        row_read(st, r);
-        err = 0;
-        break;
-    }
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-        err = index_fail(ix, rc, "finding the least recently used entry");
-    sqlite3_reset(st);
-    return err;
+    return index_one(ix, ix->st[ST_OLDEST], r, "finding the least recently used entry", skip, ctx);
 }
 
 int

@@ -24,6 +24,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "clock.h"
 #include "error.h"
 #include "files.h"
 #include "index.h"
@@ -203,6 +204,16 @@ tc_over(const struct hc_tc *tc)
     return tc->min_free_bytes && tc_free_bytes(tc) < tc->min_free_bytes;
 }
 
+/* Over a bound (tc->mu held): the evictor runs now rather than at its next interval. */
+static void
+kick_if_over(struct hc_tc *tc)
+{
+    if (tc_over(tc)) {
+        tc->kick = 1;
+        pthread_cond_signal(&tc->wake);
+    }
+}
+
 static void
 entry_fill(const struct hc_tc *tc, const struct hc_tc_row *r, struct hc_tc_entry *e)
 {
@@ -339,10 +350,7 @@ hc_tc_commit(struct hc_tc *tc, const char *key)
     tc->done_bytes += r.size;
     tc->done_entries++;
     tc_drop_tiles(tc, key);
-    if (tc_over(tc)) {
-        tc->kick = 1;
-        pthread_cond_signal(&tc->wake);
-    }
+    kick_if_over(tc);
 out:
     pthread_mutex_unlock(&tc->mu);
     return err;
@@ -485,29 +493,32 @@ pinned(void *ctx, const char *key)
 int
 hc_tc_pin(struct hc_tc *tc, const char *key)
 {
+    int err = 0;
+
     if (!tc || !key)
         return hc_error(-EINVAL, "tilecache", "pin: NULL argument");
     CHECK_KEY(key);
     pthread_mutex_lock(&tc->mu);
     struct tc_pin *p = pin_find(tc, key);
-    if (!p) {
-        if (tc->npins == tc->cap_pins) {
-            size_t ncap = tc->cap_pins ? tc->cap_pins * 2 : 16;
-            struct tc_pin *np = realloc(tc->pins, ncap * sizeof *np);
-            if (!np) {
-                pthread_mutex_unlock(&tc->mu);
-                return hc_error(-ENOMEM, "tilecache", "pin: out of memory");
-            }
-            tc->pins = np;
-            tc->cap_pins = ncap;
+    if (!p && tc->npins == tc->cap_pins) {
+        size_t ncap = tc->cap_pins ? tc->cap_pins * 2 : 16;
+        struct tc_pin *np = realloc(tc->pins, ncap * sizeof *np);
+        if (!np) {
+            err = hc_error(-ENOMEM, "tilecache", "pin: out of memory");
+            goto out;
         }
+        tc->pins = np;
+        tc->cap_pins = ncap;
+    }
+    if (!p) {
         p = &tc->pins[tc->npins++];
         snprintf(p->key, sizeof p->key, "%s", key);
         p->count = 0;
     }
     p->count++;
+out:
     pthread_mutex_unlock(&tc->mu);
-    return 0;
+    return err;
 }
 
 void
@@ -519,11 +530,7 @@ hc_tc_unpin(struct hc_tc *tc, const char *key)
     struct tc_pin *p = pin_find(tc, key);
     if (p && --p->count == 0) {
         *p = tc->pins[--tc->npins];
-        /* What it kept may now go: the evictor looks again at once when over bounds. */
-        if (tc_over(tc)) {
-            tc->kick = 1;
-            pthread_cond_signal(&tc->wake);
-        }
+        kick_if_over(tc); /* what it kept may now go */
     }
     pthread_mutex_unlock(&tc->mu);
 }
@@ -595,17 +602,7 @@ evictor_main(void *arg)
     pthread_mutex_lock(&tc->mu);
     while (!tc->stop) {
         struct timespec ts;
-#ifdef HC_HAVE_CONDATTR_SETCLOCK
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-#else
-        clock_gettime(CLOCK_REALTIME, &ts);
-#endif
-        ts.tv_sec += tc->interval_ms / 1000;
-        ts.tv_nsec += (long)(tc->interval_ms % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
+        hc_deadline_in(&ts, tc->interval_ms);
         while (!tc->stop && !tc->kick) {
             if (pthread_cond_timedwait(&tc->wake, &tc->mu, &ts) == ETIMEDOUT)
                 break;
@@ -831,18 +828,12 @@ hc_tc_open(const struct hc_tc_opts *o, struct hc_tc **out)
     if (err)
         goto out;
 
-    pthread_condattr_t ca;
     if (pthread_mutex_init(&tc->mu, NULL) != 0) {
         err = hc_error(-ENOMEM, "tilecache", "pthread_mutex_init failed");
         goto out;
     }
     mu_init = 1;
-    pthread_condattr_init(&ca);
-#ifdef HC_HAVE_CONDATTR_SETCLOCK
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
-#endif
-    err = pthread_cond_init(&tc->wake, &ca);
-    pthread_condattr_destroy(&ca);
+    err = hc_cond_init_steady(&tc->wake);
     if (err) {
         err = hc_error(-err, "tilecache", "pthread_cond_init failed");
         goto out;
