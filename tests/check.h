@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define HC_CHECK(cond)                                                                             \
     do {                                                                                           \
@@ -55,6 +56,35 @@ static inline int
 hc_test_rand_in(int lo, int hi)
 {
     return lo + (int)(hc_test_rand() % (uint32_t)(hi - lo + 1));
+}
+
+/* A test program's cases, one per ctest entry, picked by name from argv[1]. */
+struct hc_test_case {
+    const char *name;
+    void (*fn)(void);
+};
+
+/* main() of such a program: runs the case argv[1] names (calling before() first, when not
+ * NULL) and returns 0 once it returned; for no or an unknown name prints the usage and
+ * returns 2. */
+static inline int
+hc_test_main(const char *prog, int argc, char **argv, const struct hc_test_case *cases, size_t n,
+             void (*before)(void))
+{
+    for (size_t i = 0; argc == 2 && i < n; i++) {
+        if (strcmp(argv[1], cases[i].name) == 0) {
+            if (before)
+                before();
+            cases[i].fn();
+            printf("ok: %s\n", argv[1]);
+            return 0;
+        }
+    }
+    fprintf(stderr, "usage: %s CASE, one of:", prog);
+    for (size_t i = 0; i < n; i++)
+        fprintf(stderr, " %s", cases[i].name);
+    fputc('\n', stderr);
+    return 2;
 }
 
 #endif

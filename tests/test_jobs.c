@@ -160,23 +160,8 @@ case_end_order(void)
 int
 main(int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } cases[] = {
+    static const struct hc_test_case cases[] = {
         {"end_order", case_end_order},
     };
-    if (argc != 2) {
-        fprintf(stderr, "usage: test_jobs CASE\n");
-        return 2;
-    }
-    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        if (strcmp(argv[1], cases[i].name) == 0) {
-            cases[i].fn();
-            printf("ok: %s\n", argv[1]);
-            return 0;
-        }
-    }
-    fprintf(stderr, "test_jobs: no case '%s'\n", argv[1]);
-    return 2;
+    return hc_test_main("test_jobs", argc, argv, cases, sizeof(cases) / sizeof(cases[0]), NULL);
 }

@@ -1240,10 +1240,7 @@ test_full(void)
 int
 main(int argc, char **argv)
 {
-    static const struct {
-        const char *name;
-        void (*fn)(void);
-    } cases[] = {
+    static const struct hc_test_case cases[] = {
         {"key", test_key},       {"key_xxhsum", test_key_xxhsum},
         {"states", test_states}, {"tiles", test_tiles},
         {"evict", test_evict},   {"evict_background", test_evict_background},
@@ -1251,17 +1248,6 @@ main(int argc, char **argv)
         {"crash", test_crash},   {"reopen", test_reopen},
         {"full", test_full},
     };
-    if (argc != 2) {
-        fprintf(stderr, "usage: test_tilecache CASE\n");
-        return 2;
-    }
-    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-        if (strcmp(argv[1], cases[i].name) == 0) {
-            make_tmp();
-            cases[i].fn();
-            return 0;
-        }
-    }
-    fprintf(stderr, "test_tilecache: no case '%s'\n", argv[1]);
-    return 2;
+    return hc_test_main("test_tilecache", argc, argv, cases, sizeof cases / sizeof cases[0],
+                        make_tmp);
 }
