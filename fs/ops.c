@@ -45,7 +45,6 @@ struct handle {
     enum hkind kind;
     int fd;
     int written;                 /* input/: written or truncated through this handle */
-    int backing_id;              /* upscaled/: FUSE passthrough id, 0 when none */
     int backing_ref;             /* upscaled/: holds a share in fs->backing (put at release) */
     char *rel;                   /* input path at open time (for prefetch on release) */
     struct stat ist;             /* upscaled/: the input's attributes at open time */
@@ -636,7 +635,6 @@ serve_upscaled(struct hcfs *fs, const char *rel, const struct stat *ist, int fd,
     h->ist = *ist;
     snprintf(h->pin, sizeof(h->pin), "%s", pin);
     h->backing_ref = backing_ref;
-    h->backing_id = backing_id;
     if (backing_id > 0)
         hc_platform_set_backing_id(fi, backing_id);
     fi->fh = (uint64_t)(uintptr_t)h;
